@@ -7,6 +7,7 @@ Every schedule is a pure function of the step and every batch (rows and masks) a
 (seed, step), so a checkpoint only needs the step to resume exactly. The run folder holds
 config.json, log.jsonl and ckpt.pt (+ ckpt-prev.pt, the one before).
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -272,6 +273,97 @@ def check_resume(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
     return TrainConfig(**merged)
 
 
+# ----------------------------------------------------------------------------- one step
+
+@dataclass
+class Run:
+    """What a training process holds: the model, its (DDP-wrapped, compiled) forward, the
+    optimizer, and how the global batch is split over processes and micro-batches."""
+    cfg: TrainConfig
+    mcfg: M.ModelConfig
+    raw: M.PredictReconstruct
+    net: torch.nn.Module        # raw, or DDP(raw)
+    forward: object             # net, or torch.compile(net)
+    opt: torch.optim.Optimizer
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    micro: int = 0
+    accum: int = 1
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward is not self.net
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.dtype == "bfloat16")
+
+
+def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+                          if cfg.device == "cuda" else "cpu")
+    if cfg.device == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    micro = cfg.micro_batch or cfg.batch_size // world
+    accum = cfg.batch_size // (world * micro)
+    if accum * world * micro != cfg.batch_size:
+        raise UserError(f"--batch_size={cfg.batch_size} must equal processes ({world}) x "
+                        f"--micro_batch ({micro}) x an integer")
+    mcfg = model_config(cfg, vocab_size)
+    torch.manual_seed(cfg.seed)
+    raw = M.PredictReconstruct(mcfg).to(device)
+    decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]  # biases, LN, w
+    # fused AdamW: one kernel, and it reads `found_inf` to skip a bad step without a host sync
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
+    net = raw
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if cfg.device == "cuda" else None)
+    use_compile = cfg.compile == "true" or (cfg.compile == "auto" and cfg.device == "cuda")
+    forward = torch.compile(net) if use_compile else net
+    return Run(cfg, mcfg, raw, net, forward, opt, device, rank, world, micro, accum)
+
+
+def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = False):
+    """One optimisation step on this process's share of the global batch -> (stats, grad_norm,
+    bad). Nothing here waits for the device: a step whose loss or gradient is not finite is
+    skipped inside the fused optimizer (found_inf) and only flagged in `bad`."""
+    cfg, opt = run.cfg, run.opt
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg, total)
+    stats = {}
+    for i in range(run.accum):
+        lo = (run.rank * run.accum + i) * run.micro
+        part = {k: v[lo:lo + run.micro].to(run.device, non_blocking=True)
+                for k, v in batch.items()}
+        if run.compiled:  # mask sizes vary per step: compile them as dynamic once
+            torch._dynamo.mark_dynamic(part["context_idx"], 1)
+            torch._dynamo.mark_dynamic(part["target_idx"], 1)
+        last = i == run.accum - 1
+        with run.autocast(), (run.net.no_sync() if run.world > 1 and not last
+                              else contextlib.nullcontext()):
+            loss, micro_stats = run.forward(part)
+            if nan_loss:
+                loss = loss * float("nan")
+            (loss / run.accum).backward()
+        micro_stats["loss"] = loss.detach()
+        for k, v in micro_stats.items():  # the step's stats: mean over its micro-batches
+            stats[k] = stats.get(k, 0) + v.float() / run.accum
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.raw.parameters(), cfg.grad_clip)
+    bad = ~(torch.isfinite(stats["loss"]) & torch.isfinite(grad_norm))
+    opt.found_inf = bad.float()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if run.raw.target_encoder is not None:
+        M.ema_update(run.raw.target_encoder, run.raw.encoder, momentum_at(step, cfg, total))
+    return stats, grad_norm, bad
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def main(argv):
@@ -285,58 +377,31 @@ def main(argv):
     elif (out / "ckpt.pt").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or "
                         "--out=DIR to start a new one")
-    if world > 1:
-        dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-                          if cfg.device == "cuda" else "cpu")
-    if cfg.device == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if cfg.batch_size % world:
-        raise UserError(f"--batch_size={cfg.batch_size} must be divisible by {world} processes")
-    micro = cfg.micro_batch or cfg.batch_size // world
-    accum = cfg.batch_size // (world * micro)
-    if accum * world * micro != cfg.batch_size:
-        raise UserError(f"--batch_size={cfg.batch_size} must equal processes ({world}) x "
-                        f"--micro_batch ({micro}) x an integer")
-
     tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
     if ckpt is not None and ckpt["tokenizer"] != tok.to_str():
         raise UserError(f"--resume: the tokenizer {cfg.tokenizer} on disk differs from the one "
                         f"the run in {out} was trained with; restore it or start a new --out")
     specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
     rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
-    mcfg = model_config(cfg, vocab_size)
+    if world > 1:
+        dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
+        flag_group = dist.new_group(backend="gloo")  # host-side flags, whatever the backend
+    run = build_run(cfg, vocab_size, rank, world)
+    raw, opt, mcfg, device = run.raw, run.opt, run.mcfg, run.device
     total, flops_per_step = plan_steps(cfg, mcfg, specials, vocab_size, rows)
-
-    torch.manual_seed(cfg.seed)
-    raw = M.PredictReconstruct(mcfg).to(device)
-    decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]  # biases, LN, w
-    # fused AdamW: one kernel, and it reads `found_inf` to skip a bad step without a host sync
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
     step, flops_done, tokens_done = 0, 0, 0
     if ckpt is not None:
         raw.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, flops_done, tokens_done = ckpt["step"], ckpt["flops"], ckpt["tokens"]
         torch.set_rng_state(ckpt["rng"])
-    net = raw
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[device.index] if cfg.device == "cuda" else None)
-    use_compile = cfg.compile == "true" or (cfg.compile == "auto" and cfg.device == "cuda")
-    forward = torch.compile(net) if use_compile else net
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
     peak = device_peak_flops(cfg.device, cfg.dtype)
 
     counts = M.param_counts(raw)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         print(f"preset {cfg.preset} ({why}) | mode {cfg.mode} | {cfg.device} {cfg.dtype}"
-              f"{' compiled' if use_compile else ''} x{world} | params "
+              f"{' compiled' if run.compiled else ''} x{world} | params "
               + " ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())
               + f" | {cfg.batch_size * cfg.seq_len:,} tokens/step | "
               f"{flops_per_step / 1e9:.1f} GFLOPs/step | budget {total:,} steps = "
@@ -364,8 +429,8 @@ def main(argv):
             dist.barrier()
 
     def check_finite():
-        """Steps with a non-finite loss or gradient were skipped on the device; stop here once
-        more than skip_nonfinite of them happened (one host sync, at log/checkpoint steps)."""
+        """Bad steps were skipped on the device; stop once more than skip_nonfinite of them
+        happened (one host sync, at log and checkpoint steps only)."""
         if int(bad_steps) > cfg.skip_nonfinite:
             raise UserError(f"non-finite loss at step {int(first_bad[0])} "
                             f"(loss {first_bad[1]:.4g}, loss_jepa {first_bad[2]:.4g}, "
@@ -380,32 +445,12 @@ def main(argv):
     log_file = open_log(out / "log.jsonl", step) if rank == 0 else None
     t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
     while step < total:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg, total)
         batch = make_batch(rows, step, cfg, specials, vocab_size)
-        for i in range(accum):
-            lo = (rank * accum + i) * micro
-            part = {k: v[lo:lo + micro].to(device, non_blocking=True) for k, v in batch.items()}
-            if use_compile:  # mask sizes vary per step: compile them as dynamic once
-                torch._dynamo.mark_dynamic(part["context_idx"], 1)
-                torch._dynamo.mark_dynamic(part["target_idx"], 1)
-            sync = world == 1 or i == accum - 1
-            with autocast, (net.no_sync() if not sync else torch.enable_grad()):
-                loss, stats = forward(part)
-                if step == cfg.inject_nan_at:
-                    loss = loss * nan
-                (loss / accum).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
-        opt.found_inf = bad.float()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if raw.target_encoder is not None:
-            M.ema_update(raw.target_encoder, raw.encoder, momentum_at(step, cfg, total))
+        stats, grad_norm, bad = train_step(run, batch, step, total, step == cfg.inject_nan_at)
         bad_steps += bad
         first_bad.copy_(torch.where(bad & (first_bad[0] < 0), torch.stack(
-            [step_t, loss.detach().float(), stats.get("loss_jepa", nan).float(),
-             stats.get("loss_mlm", nan).float()]), first_bad))
+            [step_t, stats["loss"], stats.get("loss_jepa", nan), stats.get("loss_mlm", nan)]),
+            first_bad))
         step_t += 1
         step += 1
         steps_window += 1
@@ -413,7 +458,7 @@ def main(argv):
         tokens_done += cfg.batch_size * cfg.seq_len
         if world > 1:  # agree on a stop signal: one process may have received it alone
             flag = torch.tensor([len(stop_signal)], dtype=torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # host tensors: gloo, no device sync
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=flag_group)
             if flag.item() and not stop_signal:
                 stop_signal.append(signal.SIGTERM)
         if step % cfg.log_every == 0 or step == total or stop_signal:
@@ -430,7 +475,7 @@ def main(argv):
                        mfu=round(mfu(steps_window * flops_per_step, elapsed, peak), 4),
                        flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
                        elapsed=round(time.perf_counter() - t_start, 2))
-            rec.update(collapse(raw, batch["tokens"][:8].to(device), autocast))
+            rec.update(collapse(raw, batch["tokens"][:8].to(device), run.autocast()))
             if rank == 0:
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
