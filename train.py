@@ -461,7 +461,7 @@ def main(argv):
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=flag_group)
             if flag.item() and not stop_signal:
                 stop_signal.append(signal.SIGTERM)
-        if step % cfg.log_every == 0 or step == total or stop_signal:
+        if step % cfg.log_every == 0 or step in (1, total) or stop_signal:
             check_finite()
             if world > 1:  # SUM then divide: gloo has no AVG
                 for v in stats.values():

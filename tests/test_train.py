@@ -1,0 +1,176 @@
+"""Pre-training end to end on a synthetic corpus: each mode learns, lambda behaves, resume is
+exact, DDP matches one process, bad input gets a clear error."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import model as M
+import train
+from data import UserError
+from synthetic import TINY_ARGS, write_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def corpus_env(tmp_path_factory):
+    """A synthetic text folder and a DATA_DIR holding its prepared tokens (shared by the tests)."""
+    base = tmp_path_factory.mktemp("train")
+    return write_corpus(base / "corpus"), base / "data"
+
+
+@pytest.fixture
+def run_train(corpus_env, monkeypatch, tmp_path):
+    corpus, data_dir = corpus_env
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+
+    def run(*args, out="run"):
+        argv = TINY_ARGS + [f"--corpus={corpus}", f"--out={tmp_path / out}", *args]
+        return train.main(argv), tmp_path / out
+    return run
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", M.MODES)
+def test_each_mode_learns_the_synthetic_corpus(run_train, mode):
+    code, out = run_train(f"--mode={mode}", "--max_steps=40", "--lr=1e-2")
+    assert code == 0
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1] + list(range(5, 45, 5))
+    first, last = log[0]["loss"], log[-1]["loss"]  # step 1 logs the untrained model's loss
+    assert last < 0.75 * first, f"{mode}: loss {first:.3f} -> {last:.3f}"
+    assert all(r["flops"] > 0 and r["tokens_per_s"] > 0 and "rankme" in r for r in log)
+    if mode == "hybrid":
+        assert abs(log[-1]["lam"] - 0.5) > 1e-3, "the learned lambda moves"
+        assert {"loss_jepa", "loss_mlm"} <= set(log[-1])
+    ckpt = M.load_checkpoint(out / "ckpt.pt")
+    assert ckpt["step"] == 40 and ckpt["config"]["mode"] == mode
+    assert json.loads((out / "config.json").read_text())["config"]["mode"] == mode
+
+
+def test_fixed_lambda_stays_fixed(run_train):
+    code, out = run_train("--mode=hybrid", "--lambda_mode=fixed:0.3", "--max_steps=10")
+    assert code == 0 and all(r["lam"] == pytest.approx(0.3) for r in read_log(out))
+
+
+def test_optimizer_holds_only_what_the_mode_trains():
+    cfg, _, _ = train.resolve_config(["--mode=jepa"] + TINY_ARGS, cuda=False)
+    run = train.build_run(cfg, vocab_size=120)
+    in_opt = {id(p) for g in run.opt.param_groups for p in g["params"]}
+    assert run.raw.mlm_head is None
+    assert not in_opt & {id(p) for p in run.raw.target_encoder.parameters()}
+    assert in_opt == {id(p) for p in run.raw.encoder.parameters()} | {
+        id(p) for p in run.raw.predictor.parameters()}
+    cfg, _, _ = train.resolve_config(["--mode=hybrid"] + TINY_ARGS, cuda=False)
+    run = train.build_run(cfg, vocab_size=120)
+    no_decay = {id(p) for p in run.opt.param_groups[1]["params"]}
+    assert id(run.raw.w) in no_decay, "lambda's logit is never weight-decayed"
+    assert all(p.dim() >= 2 for p in run.opt.param_groups[0]["params"])
+
+
+def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch):
+    code, straight = run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
+                               out="straight")
+    assert code == 0
+    real_step = train.train_step
+
+    def crash_at_25(run, batch, step, *a):
+        if step == 25:
+            raise RuntimeError("simulated crash")
+        return real_step(run, batch, step, *a)
+    monkeypatch.setattr(train, "train_step", crash_at_25)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10", out="crashed")
+    monkeypatch.setattr(train, "train_step", real_step)
+    assert M.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 20
+    code, resumed = run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
+                              "--resume", out="crashed")
+    assert code == 0
+    a = M.load_checkpoint(straight / "ckpt.pt")
+    b = M.load_checkpoint(resumed / "ckpt.pt")
+    assert a["step"] == b["step"] == 30
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["loss"] for r in read_log(straight)] == [r["loss"] for r in read_log(resumed)]
+
+
+def test_gradient_accumulation_matches_one_big_batch(run_train):
+    _, whole = run_train("--mode=hybrid", "--max_steps=10", out="whole")
+    _, accum = run_train("--mode=hybrid", "--max_steps=10", "--micro_batch=4", out="accum")
+    for r1, r2 in zip(read_log(whole), read_log(accum)):
+        assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-4)
+
+
+def test_two_gloo_processes_match_one(corpus_env, tmp_path):
+    corpus, data_dir = corpus_env
+    args = TINY_ARGS + [f"--corpus={corpus}", "--mode=hybrid", "--max_steps=10"]
+    env = dict(os.environ, DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "train.py", *args, f"--out={tmp_path / 'one'}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "train.py", *args, f"--out={tmp_path / 'two'}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert two.returncode == 0, two.stderr
+    assert "x2" in two.stdout
+    for r1, r2 in zip(read_log(tmp_path / "one"), read_log(tmp_path / "two"), strict=True):
+        assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-4)
+        assert r1["lam"] == pytest.approx(r2["lam"], rel=1e-4)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(run_train):
+    with pytest.raises(UserError, match=r"non-finite loss at step 13 \(loss nan"):
+        run_train("--mode=mlm", "--max_steps=30", "--ckpt_every=10", "--inject_nan_at=13")
+
+
+def test_skip_nonfinite_skips_the_bad_step(run_train):
+    code, out = run_train("--mode=mlm", "--max_steps=20", "--inject_nan_at=13",
+                          "--skip_nonfinite=1")
+    assert code == 0 and read_log(out)[-1]["skipped"] == 1
+    assert all(torch.isfinite(v).all() for v in M.load_checkpoint(out / "ckpt.pt")["model"]
+               .values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode=bert"], "--mode=bert: expected one of hybrid, mlm, jepa"),
+    (["--preset=huge"], "--preset=huge: expected one of tiny, small, base, large"),
+    (["--max_stepz=3"], "unknown flag --max_stepz"),
+    (["--max_steps=ten"], "--max_steps=ten: expected an integer"),
+    (["--batch_size=0"], "--batch_size=0: must be a positive integer"),
+    (["--lambda_mode=fixed:2"], "lambda_mode"),
+    (["--d_model=33"], "divisible by --n_heads"),
+])
+def test_bad_flags_name_the_key(args, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        train.resolve_config(TINY_ARGS + args, cuda=False)
+
+
+def test_resume_refuses_a_different_run(run_train):
+    run_train("--mode=hybrid", "--max_steps=5", out="r")
+    with pytest.raises(UserError, match="--seq_len=64 differs from the run's 32"):
+        run_train("--mode=hybrid", "--max_steps=5", "--seq_len=64", "--resume", out="r")
+    with pytest.raises(UserError, match="--mode=mlm differs from the run's hybrid"):
+        run_train("--mode=mlm", "--max_steps=5", "--resume", out="r")
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        run_train("--mode=hybrid", "--max_steps=5", out="r")
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(run_train, monkeypatch):
+    _, out = run_train("--mode=mlm", "--max_steps=5", out="disk")
+    before = (out / "ckpt.pt").read_bytes()
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(UserError, match=f"could not write the checkpoint {out}/ckpt.pt: No space"):
+        run_train("--mode=mlm", "--max_steps=10", "--resume", out="disk")
+    assert (out / "ckpt.pt").read_bytes() == before
+    assert not list(out.glob("*.tmp"))
