@@ -1,0 +1,179 @@
+"""Throughput of a training step in every mode, and of probe feature extraction.
+
+    python bench.py [--preset=tiny] [--modes=hybrid,mlm,jepa] [--dtype=bfloat16] [--compile=true]
+
+Times the real code path (train.build_run + train.train_step on synthetic packed rows), warm
+steps only, median of several repeats. MFU is measured against the device's peak: NVIDIA's
+datasheet on CUDA, and on CPU a matmul of the same dtype timed in the same run.
+"""
+import json
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import data
+import model as M
+import train
+from data import UserError
+
+BERT_SPECIALS = dict(pad=0, unk=100, cls=101, sep=102, mask=103)  # ids in bert-base-uncased
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "tiny"
+    modes: tuple[str, ...] = ("mlm", "jepa", "hybrid")
+    dtype: str = ""                 # float32 | bfloat16; empty = train.py's default
+    compile: str = "auto"           # true | false | auto (on CUDA)
+    batch_size: int = 0             # 0 = the preset's
+    vocab_size: int = 30522         # bert-base-uncased
+    steps: int = 5                  # timed steps per repeat
+    repeats: int = 3
+    warmup: int = 2
+    sentences: int = 512            # feature-extraction benchmark size
+    quick: bool = False             # tiny shapes, 2 steps: a smoke test of this script
+    json: bool = False
+
+
+QUICK_ARGS = ["--seq_len=32", "--d_model=32", "--n_layers=2", "--n_heads=2", "--pred_dim=16",
+              "--pred_depth=1", "--batch_size=8"]
+
+
+def synthetic_rows(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> np.ndarray:
+    """Packed rows like data.py makes them: [CLS] random non-special ids [SEP]."""
+    rows = np.random.default_rng(seed).integers(1000, vocab_size, (n, seq_len))
+    rows[:, 0], rows[:, -1] = BERT_SPECIALS["cls"], BERT_SPECIALS["sep"]
+    return rows.astype(np.uint16 if vocab_size <= 65535 else np.uint32)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compiled_graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
+    args = [f"--mode={mode}", f"--preset={bc.preset}", f"--compile={bc.compile}"]
+    args += [f"--dtype={bc.dtype}"] if bc.dtype else []
+    args += [f"--batch_size={bc.batch_size}"] if bc.batch_size else []
+    cfg, _, _ = train.resolve_config(args + (QUICK_ARGS if bc.quick else []),
+                                     torch.cuda.is_available())
+    run = train.build_run(cfg, bc.vocab_size)
+    rows = synthetic_rows(max(4 * cfg.batch_size, 64), cfg.seq_len, bc.vocab_size)
+    total = bc.warmup + bc.steps * bc.repeats
+    batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size) for s in range(total)]
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(bc.warmup):
+        train.train_step(run, batches[step], step, total)
+    sync(run.device)
+    graphs_after_warmup = compiled_graphs()
+    times, step = [], bc.warmup
+    for _ in range(bc.repeats):
+        t = time.perf_counter()
+        for _ in range(bc.steps):
+            train.train_step(run, batches[step], step, total)
+            step += 1
+        sync(run.device)
+        times.append((time.perf_counter() - t) / bc.steps)
+    seconds = statistics.median(times)
+    key = (cfg.device, cfg.dtype)
+    if key not in peak_cache:
+        peak_cache[key] = train.device_peak_flops(cfg.device, cfg.dtype)
+    flops = float(np.mean([train.batch_flops(run.mcfg, b) for b in batches]))
+    memory = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return dict(mode=mode, device=cfg.device, dtype=cfg.dtype, compiled=run.compiled,
+                batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                ms_per_step=round(1000 * seconds, 2),
+                ms_per_step_repeats=[round(1000 * t, 2) for t in times],
+                tokens_per_s=round(cfg.batch_size * cfg.seq_len / seconds, 1),
+                flops_per_step=flops, flops_per_token=flops / (cfg.batch_size * cfg.seq_len),
+                peak_flops=peak_cache[key], mfu=round(train.mfu(flops, seconds, peak_cache[key]), 4),
+                peak_memory_bytes=memory,
+                recompiles_after_warmup=compiled_graphs() - graphs_after_warmup)
+
+
+@torch.inference_mode()
+def bench_features(bc: BenchConfig, run_cfg) -> dict:
+    """Frozen-encoder feature extraction as the probes do it: sentences of realistic, varied
+    lengths, batched by sorted length so a batch pads only to its own maximum."""
+    mcfg = train.model_config(run_cfg, bc.vocab_size)
+    device = torch.device(run_cfg.device)
+    encoder = M.Encoder(mcfg).to(device).eval()
+    rng = np.random.default_rng(0)
+    lengths = np.sort(rng.integers(8, min(64, mcfg.seq_len), bc.sentences))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=run_cfg.dtype == "bfloat16")
+    times = []
+    for _ in range(bc.repeats):
+        t = time.perf_counter()
+        for lo in range(0, bc.sentences, 128):
+            batch = lengths[lo:lo + 128]
+            ids = torch.from_numpy(rng.integers(1000, bc.vocab_size, (len(batch), batch.max())))
+            pad_mask = torch.arange(batch.max())[None] < torch.from_numpy(batch)[:, None]
+            with autocast:
+                encoder(ids.to(device), pad_mask=pad_mask.to(device))
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return dict(sentences_per_s=round(bc.sentences / statistics.median(times), 1),
+                mean_tokens=float(lengths.mean()))
+
+
+def main(argv):
+    bc, _ = data.parse_flags(argv, BenchConfig())
+    if bc.quick:
+        bc.steps, bc.repeats, bc.warmup, bc.sentences, bc.vocab_size = 2, 1, 1, 64, 2000
+    bad = set(bc.modes) - set(M.MODES)
+    if bad or not bc.modes:
+        raise UserError(f"--modes={','.join(bc.modes)}: expected some of {', '.join(M.MODES)}")
+    if min(bc.steps, bc.repeats, bc.sentences) <= 0 or bc.warmup < 0:
+        raise UserError("--steps, --repeats and --sentences must be positive, --warmup >= 0")
+    peaks = {}
+    results = [bench_mode(bc, mode, peaks) for mode in bc.modes]
+    cfg, _, _ = train.resolve_config([f"--preset={bc.preset}"] + (QUICK_ARGS if bc.quick else [])
+                                     + ([f"--dtype={bc.dtype}"] if bc.dtype else []),
+                                     torch.cuda.is_available())
+    by_mode = {r["mode"]: r for r in results}
+    report = dict(device=torch.cuda.get_device_name() if cfg.device == "cuda" else cpu_name(),
+                  torch=torch.__version__, threads=torch.get_num_threads(), preset=bc.preset,
+                  quick=bc.quick, modes=results, features=bench_features(bc, cfg),
+                  hybrid_over_mlm=(round(by_mode["hybrid"]["ms_per_step"]
+                                         / by_mode["mlm"]["ms_per_step"], 3)
+                                   if {"hybrid", "mlm"} <= set(by_mode) else None))
+    if bc.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['device']} | torch {report['torch']} | {report['threads']} threads | "
+          f"preset {bc.preset}")
+    for r in results:
+        print(f"{r['mode']:>6} {r['dtype']:>8}{' compiled' if r['compiled'] else ''}: "
+              f"{r['ms_per_step']:8.1f} ms/step  {r['tokens_per_s']:9,.0f} tok/s  "
+              f"{r['flops_per_token'] / 1e6:6.1f} MFLOP/token  MFU {100 * r['mfu']:5.1f}% of "
+              f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s  peak mem {r['peak_memory_bytes'] / 2**20:,.0f}"
+              f" MiB  recompiles {r['recompiles_after_warmup']}")
+    if report["hybrid_over_mlm"]:
+        print(f"hybrid / mlm step cost: {report['hybrid_over_mlm']:.2f}x")
+    print(f"feature extraction: {report['features']['sentences_per_s']:,.0f} sentences/s "
+          f"(mean {report['features']['mean_tokens']:.0f} tokens)")
+    return 0
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        name = "cpu"
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+if __name__ == "__main__":
+    data.run_cli(main)
