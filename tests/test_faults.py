@@ -1,0 +1,128 @@
+"""Fault injection: kills at any moment, signals, corrupt checkpoints. Every test here is marked
+`faults` (`make faults` runs them with the fault tests of the other files)."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import model as M
+from cli import UserError
+from synthetic import TINY_ARGS, write_corpus
+
+pytestmark = pytest.mark.faults
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 40
+ARGS = TINY_ARGS + ["--mode=hybrid", f"--max_steps={STEPS}", "--ckpt_every=5"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("faults")
+    corpus = write_corpus(base / "corpus")
+    return dict(os.environ, DATA_DIR=str(base / "data")), base, corpus
+
+
+def start(env, out, *extra, script="train.py"):
+    environ, base, corpus = env
+    return subprocess.Popen([sys.executable, script, *ARGS, f"--corpus={corpus}",
+                             f"--out={out}", *extra], cwd=ROOT, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def straight(env):
+    out = env[1] / "straight"
+    p = start(env, out)
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    return M.load_checkpoint(out / "ckpt.pt")
+
+
+def logged_steps(out) -> int:
+    try:
+        return len((out / "log.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for(condition, proc, timeout=60):
+    t = time.time()
+    while not condition():
+        assert proc.poll() is None, f"the run ended before the fault: {proc.stderr.read()}"
+        assert time.time() - t < timeout, "timed out waiting for the run"
+        time.sleep(0.005)
+
+
+def assert_same_parameters(a, b):
+    assert a["step"] == b["step"] == STEPS
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_kill_9_anywhere_then_resume_is_bit_identical(env, straight):
+    out, rng = env[1] / "killed", random.Random(0)
+    kills = ["random", "mid-checkpoint", "random", "mid-checkpoint"]
+    for kill in kills:
+        resume = ["--resume"] if (out / "ckpt.pt").exists() or (out / "ckpt-prev.pt").exists() \
+            else []
+        p = start(env, out, *resume, script="tests/slow_checkpoint_train.py")
+        if kill == "random":
+            n = logged_steps(out) + rng.randint(1, 3)
+            wait_for(lambda: logged_steps(out) >= n and (out / "ckpt.pt").exists(), p)
+            time.sleep(rng.uniform(0, 0.3))
+        else:
+            wait_for(lambda: (out / "ckpt.pt.tmp").exists(), p)
+            time.sleep(0.1)  # the first half is on disk, the second not yet
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        ckpt = M.load_checkpoint(out / "ckpt.pt")  # never without a loadable checkpoint
+        assert ckpt["step"] % 5 == 0 and ckpt["step"] < STEPS
+    p = start(env, out, "--resume")
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert_same_parameters(straight, M.load_checkpoint(out / "ckpt.pt"))
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "the log reads as one uninterrupted run"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_checkpoints_exits_distinctly_and_resumes_exactly(env, straight, sig):
+    out = env[1] / f"signal{sig}"
+    p = start(env, out)
+    wait_for(lambda: logged_steps(out) >= 3, p)
+    p.send_signal(sig)
+    assert p.wait(timeout=60) == 128 + sig
+    stderr = p.stderr.read()
+    stopped_at = int(stderr.split("at step ")[1].split(";")[0])
+    assert f"stopped by signal {int(sig)}" in stderr
+    assert M.load_checkpoint(out / "ckpt.pt")["step"] == stopped_at
+    p = start(env, out, "--resume")
+    assert p.wait(timeout=120) == 0, p.stderr.read()
+    assert f"resuming at {stopped_at}" in p.stdout.read()
+    assert_same_parameters(straight, M.load_checkpoint(out / "ckpt.pt"))
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+    good = {"format": M.CKPT_FORMAT, "step": 5}
+    torch.save(good, tmp_path / "ckpt-prev.pt")
+    torch.save({"format": M.CKPT_FORMAT, "step": 10}, tmp_path / "ckpt.pt")
+    data = (tmp_path / "ckpt.pt").read_bytes()
+    (tmp_path / "ckpt.pt").write_bytes(data[: len(data) // 2])  # cut short
+    assert M.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 5
+    assert "unreadable" in capsys.readouterr().err
+    (tmp_path / "ckpt-prev.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="ckpt-prev.pt: unreadable"):
+        M.load_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_a_checkpoint_of_another_project_or_a_missing_one_is_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a checkpoint of this project"):
+        M.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(UserError, match="missing.pt: no such file"):
+        M.load_encoder(tmp_path / "missing.pt")
