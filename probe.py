@@ -342,6 +342,12 @@ def head(X, p: dict):
     return X @ (p["W"] / p["sd"][:, None]) - (p["mu"] / p["sd"]) @ p["W"] + p["b"]
 
 
+def init_param(pool: str, part: dict, seed: int):
+    """A pooler near 0 is near mean pooling; the seed only breaks the tie."""
+    g = torch.Generator().manual_seed(seed)
+    return 0.02 * torch.randn(MAX_LEN if pool == "weighted" else part["d"], generator=g)
+
+
 def fit(part: dict, y: np.ndarray, rows, l2: float, pool: str, num_labels: int, seed: int,
         max_iter: int, init=None) -> dict:
     """One fit on train rows: mean cross-entropy (squared error on the standardised score for
@@ -350,11 +356,10 @@ def fit(part: dict, y: np.ndarray, rows, l2: float, pool: str, num_labels: int, 
     strong head penalty would pin it to mean pooling. With a trained pooler the standardisation
     statistics are recomputed from the pooled fit rows at every step, so they are part of the
     function being optimised (like full-batch BatchNorm)."""
-    if init is None:  # a pooler near 0 is near mean pooling; the seed only breaks the tie
-        C, g = max(num_labels, 1), torch.Generator().manual_seed(seed)
-        param = (0.02 * torch.randn(MAX_LEN if pool == "weighted" else part["d"], generator=g)
-                 if pool in TRAINED_POOLS else None)
-        init = dict(W=torch.zeros(part["dim"], C), b=torch.zeros(C), param=param)
+    if init is None:
+        C = max(num_labels, 1)
+        init = dict(W=torch.zeros(part["dim"], C), b=torch.zeros(C),
+                    param=init_param(pool, part, seed) if pool in TRAINED_POOLS else None)
     W, b = init["W"].clone().requires_grad_(), init["b"].clone().requires_grad_()
     param = None if init["param"] is None else init["param"].clone().requires_grad_()
     params = [W, b] + ([param] if param is not None else [])
@@ -400,21 +405,40 @@ def predict(probe: dict, part: dict) -> np.ndarray:
 def select_and_fit(part: dict, y: np.ndarray, task: str, pool: str, seed: int,
                    cfg: ProbeConfig):
     """Choose the L2 strength on a seeded held-out share of TRAIN by the task's first metric,
-    then refit on all of train with it -> (probe, held-out score). Strengths go from strongest
-    to weakest, each fit starting where the previous one ended (a regularisation path: far fewer
-    L-BFGS steps); a tie keeps the stronger, simpler one."""
+    then refit on all of train with it -> (probe, held-out score).
+
+    A trained pooler is fitted jointly with the head once, on the non-held-out rows, at the L2
+    the held-out rows choose for its initial (near-mean) pooling; it is then frozen and the head
+    alone goes through the same selection. Joint L-BFGS steps cost ~50x a head step (they pool
+    every token state), so the whole L2 path is run on fixed vectors only."""
     perm = np.random.default_rng(seed).permutation(len(y))
     n_held = max(1, round(cfg.heldout * len(y)))
     held, rest = np.sort(perm[:n_held]), np.sort(perm[n_held:])
+    num_labels = data.TASKS[task].num_labels
+    if pool in TRAINED_POOLS:
+        start = init_param(pool, part, seed)
+        l2 = l2_path(fixed_part(*vectors(part, pool, start)), y, held, rest, task, seed, cfg)[0]
+        param = fit(part, y, rest, l2["l2"], pool, num_labels, seed, cfg.max_iter)["param"]
+        probe, score = select_and_fit(fixed_part(*vectors(part, pool, param)), y, task, "mean",
+                                      seed, cfg)
+        return dict(probe, pool=pool, param=param), score
+    best, score = l2_path(part, y, held, rest, task, seed, cfg)
+    return fit(part, y, np.arange(len(y)), best["l2"], pool, num_labels, seed, cfg.max_iter,
+               init=best), score
+
+
+def l2_path(part: dict, y, held, rest, task: str, seed: int, cfg: ProbeConfig):
+    """Fits on `rest` from the strongest L2 to the weakest, each starting where the previous one
+    ended (a regularisation path: far fewer L-BFGS steps) -> (best fit on `held`, its score);
+    a tie keeps the stronger, simpler one."""
     num_labels, score_fn = data.TASKS[task].num_labels, METRIC_FNS[METRICS[task][0]]
     probe, best, score = None, None, -math.inf
     for l2 in sorted(cfg.l2_grid, reverse=True):
-        probe = fit(part, y, rest, l2, pool, num_labels, seed, cfg.max_iter, init=probe)
+        probe = fit(part, y, rest, l2, "mean", num_labels, seed, cfg.max_iter, init=probe)
         s = float(score_fn(predict(probe, part)[held], y[held]))
         if s > score:
             best, score = probe, s
-    return fit(part, y, np.arange(len(y)), best["l2"], pool, num_labels, seed, cfg.max_iter,
-               init=best), score
+    return best, score
 
 
 def cosine(u, v) -> np.ndarray:

@@ -213,7 +213,8 @@ def device_peak_flops(device: str, dtype: str) -> float:
     matmul measured now for the dtype (the best of a few 1024^3 products)."""
     if device == "cuda":
         name = torch.cuda.get_device_name()
-        peak = next((v for k, v in NVIDIA_BF16_PEAK.items() if k in name), 0.0)
+        peak = next((NVIDIA_BF16_PEAK[k] for k in sorted(NVIDIA_BF16_PEAK, key=len, reverse=True)
+                     if k in name), 0.0)  # longest match first: "L40S" is an L40, not an L4
         return peak if dtype == "bfloat16" else peak / 2
     dt = getattr(torch, dtype)
     a, b = torch.randn(1024, 1024, dtype=dt), torch.randn(1024, 1024, dtype=dt)
@@ -300,12 +301,18 @@ class Run:
                               enabled=self.cfg.dtype == "bfloat16")
 
 
+def pick_device(cfg: TrainConfig) -> torch.device:
+    """This process's device (under torchrun, GPU LOCAL_RANK), set before NCCL starts."""
+    if cfg.device != "cuda":
+        return torch.device("cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
 def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-                          if cfg.device == "cuda" else "cpu")
-    if cfg.device == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    device = pick_device(cfg)
     micro = cfg.micro_batch or cfg.batch_size // world
     accum = cfg.batch_size // (world * micro)
     if accum * world * micro != cfg.batch_size:
@@ -339,8 +346,9 @@ def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = Fa
     stats = {}
     for i in range(run.accum):
         lo = (run.rank * run.accum + i) * run.micro
-        part = {k: v[lo:lo + run.micro].to(run.device, non_blocking=True)
-                for k, v in batch.items()}
+        part = {k: v[lo:lo + run.micro] for k, v in batch.items()}
+        if run.device.type == "cuda":  # pinned host memory: the copy overlaps the GPU's work
+            part = {k: v.pin_memory().to(run.device, non_blocking=True) for k, v in part.items()}
         if run.compiled:  # mask sizes vary per step: compile them as dynamic once
             torch._dynamo.mark_dynamic(part["context_idx"], 1)
             torch._dynamo.mark_dynamic(part["target_idx"], 1)
@@ -384,6 +392,7 @@ def main(argv):
     specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
     rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
     if world > 1:
+        pick_device(cfg)
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
         flag_group = dist.new_group(backend="gloo")  # host-side flags, whatever the backend
     run = build_run(cfg, vocab_size, rank, world)
