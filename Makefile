@@ -9,7 +9,13 @@ POOL   ?= mean
 CKPT   ?= out/$(MODE)-$(or $(PRESET),tiny)/ckpt.pt
 ENCODER ?= online
 RUNS   ?= out/hybrid-$(or $(PRESET),tiny) out/mlm-$(or $(PRESET),tiny)
+CORPUS ?=
+BUDGET ?=
+ARMS   ?= hybrid mlm
 ARGS   ?=
+comma  := ,
+empty  :=
+space  := $(empty) $(empty)
 
 .PHONY: test faults pretrain probe analyze paper bench smoke clean-venv
 
@@ -22,11 +28,28 @@ $(VENV)/.installed: requirements.txt
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests $(ARGS)
 
+faults: $(VENV)/.installed
+	$(PY) -m pytest -q tests -m faults $(ARGS)
+
 pretrain: $(VENV)/.installed
 	$(PY) train.py --mode=$(MODE) $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
 probe: $(VENV)/.installed
 	$(PY) probe.py --task=$(TASK) --ckpt=$(CKPT) --pool=$(POOL) --encoder=$(ENCODER) $(ARGS)
+
+analyze: $(VENV)/.installed
+	$(PY) analyze.py --runs=$(subst $(space),$(comma),$(strip $(RUNS))) $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
+
+paper: $(VENV)/.installed
+	$(PY) paper.py --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) bench.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
+
+# The whole pipeline (pre-train both arms, probe, analyse, report) on a generated corpus and
+# fixture tasks, in about a minute: tests/test_paper.py's smoke test.
+smoke: $(VENV)/.installed
+	$(PY) -m pytest -q tests/test_paper.py -k end_to_end $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

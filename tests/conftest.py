@@ -8,6 +8,8 @@ import pytest
 # share the machine's cores. Set before torch is imported anywhere (subprocesses inherit it).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if os.environ.get("DATA_DIR"):  # .ci/run gives ../shared/data; some tests chdir into tmp_path
+    os.environ["DATA_DIR"] = str(Path(os.environ["DATA_DIR"]).resolve())
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Pre-training end to end on a synthetic corpus: each mode learns, lambda behaves, resume is
 exact, DDP matches one process, bad input gets a clear error."""
+import functools
 import json
 import os
 import subprocess
@@ -76,7 +77,9 @@ def test_optimizer_holds_only_what_the_mode_trains():
     assert all(p.dim() >= 2 for p in run.opt.param_groups[0]["params"])
 
 
-def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: autocast on the CPU
+def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch, dtype):
+    run_train = functools.partial(run_train, f"--dtype={dtype}")
     code, straight = run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
                                out="straight")
     assert code == 0
@@ -100,6 +103,8 @@ def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert [r["loss"] for r in read_log(straight)] == [r["loss"] for r in read_log(resumed)]
+    assert json.loads((resumed / "config.json").read_text())["config"]["dtype"] == dtype
+    assert read_log(resumed)[-1]["loss"] < 0.9 * read_log(resumed)[0]["loss"]
 
 
 def test_gradient_accumulation_matches_one_big_batch(run_train):
@@ -174,3 +179,13 @@ def test_a_full_disk_keeps_the_previous_checkpoint(run_train, monkeypatch):
         run_train("--mode=mlm", "--max_steps=10", "--resume", out="disk")
     assert (out / "ckpt.pt").read_bytes() == before
     assert not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("native, cuda, expected", [(True, False, "bfloat16"),
+                                                    (False, False, "float32"),
+                                                    (False, True, "bfloat16")])
+def test_default_dtype_is_bf16_only_where_it_is_fast(monkeypatch, native, cuda, expected):
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: native)
+    cfg, _, _ = train.resolve_config(["--mode=mlm"], cuda=cuda)
+    assert cfg.dtype == expected
+    assert train.resolve_config(["--mode=mlm", "--dtype=float32"], cuda=cuda)[0].dtype == "float32"
