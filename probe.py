@@ -229,12 +229,28 @@ def encode(source: Source, ids: list[list[int]], kind: str, batch_size: int):
     return torch.stack(out)
 
 
+def load_cache(path: Path) -> dict | None:
+    """A cache file, or None when there is none or it is unreadable (cut short by a crash of an
+    older version, a bad disk): then it is encoded again and replaced. Writers replace files
+    atomically, so a concurrent probe never sees one half-written."""
+    if not path.exists():
+        return None
+    try:
+        c = torch.load(path, weights_only=True)
+        if isinstance(c, dict) and {"tokenizer", "a", "b"} <= set(c):
+            return c
+    except Exception:  # torch raises RuntimeError, EOFError or pickle errors for a broken file
+        pass
+    print(f"warning: {path} is unreadable; encoding again", file=sys.stderr)
+    return None
+
+
 def cached(cfg, source: Source, task: str, split: str, pool: str, texts_a, texts_b):
     """Features (a, b) of one split, encoded once per (weights, task, split, pooling)."""
     key = hashlib.sha256(f"{source.key}|{task}|{split}|{pool}".encode()).hexdigest()[:16]
     path = source.results / "cache" / f"{task}-{split}-{pool}-{key}.pt"
-    if path.exists():
-        c = torch.load(path, weights_only=True)
+    c = load_cache(path)
+    if c is not None:
         if c["tokenizer"] != source.tok_hash:
             raise UserError(f"{path} holds features made with another tokenizer ({c['tokenizer']}"
                             f") than {source.name}'s ({source.tok_hash}); delete the folder "

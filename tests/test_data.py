@@ -80,12 +80,14 @@ def test_glue_parsers_read_each_official_format(glue_dir):
     assert [e.label for e in mnli["train"]] == [0, 2] and mnli["dev_matched"][0].label == 1
 
 
+@pytest.mark.faults
 def test_glue_row_with_wrong_column_count_names_file_and_line(glue_dir):
     write(glue_dir / "SST-2/train.tsv", tsv(("sentence", "label"), ("fine", "1"), ("a", "b", "c")))
     with pytest.raises(UserError, match=r"SST-2/train\.tsv:3: 3 tab-separated columns instead"):
         data.glue_task("sst2")
 
 
+@pytest.mark.faults
 def test_glue_label_outside_the_task_set_is_rejected(glue_dir):
     write(glue_dir / "CoLA/train.tsv", tsv(("gj04", "1", "", "Fine."), ("gj04", "2", "", "Odd.")))
     with pytest.raises(UserError, match=r"CoLA/train\.tsv:2: label '2'"):
@@ -95,6 +97,7 @@ def test_glue_label_outside_the_task_set_is_rejected(glue_dir):
         data.glue_task("mnli")
 
 
+@pytest.mark.faults
 def test_unknown_task_lists_the_valid_ones():
     with pytest.raises(UserError, match="sst2, mrpc, qqp, mnli, cola, stsb"):
         data.glue_task("rte")
@@ -269,6 +272,7 @@ def test_trained_wordpiece_matches_google_reference(corpus):
     assert_matches_reference(tok, TRICKY + corpus[1][:20])
 
 
+@pytest.mark.faults
 def test_unknown_tokenizer_lists_valid_forms():
     with pytest.raises(UserError, match="bert-base-uncased or wordpiece-N"):
         data.load_tokenizer("gpt2")
@@ -285,6 +289,7 @@ def expected_stream(tok, texts, split):
     return stream
 
 
+@pytest.mark.faults
 def test_packed_rows_are_cls_chunk_sep_in_stream_order(corpus):
     name, texts = corpus
     summary = data.prepare_corpus(name, "wordpiece-300", seq_len=32)
@@ -320,6 +325,7 @@ def test_second_prepare_reads_meta_and_does_no_work(corpus, monkeypatch):
     assert data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=32) == first
 
 
+@pytest.mark.faults
 def test_concurrent_preparations_build_once_and_agree(corpus):
     """Every DDP rank calls load_tokenizer and load_rows at start-up, at the same moment."""
     code = ("import data, hashlib, json, sys"
@@ -333,11 +339,23 @@ def test_concurrent_preparations_build_once_and_agree(corpus):
     assert all(rank.returncode == 0 for rank in ranks) and len(outputs) == 1
 
 
+@pytest.mark.faults
 def test_truncated_token_file_is_refused(corpus):
     data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=32)
     path = data.corpus_dir(corpus[0], "wordpiece-300", 32) / "train.bin"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(UserError, match="truncated or stale; delete .* `python data.py corpus"):
+        data.load_rows(corpus[0], "wordpiece-300", 32, "train")
+
+
+@pytest.mark.faults
+def test_a_tokenizer_that_does_not_match_the_token_file_is_refused(corpus):
+    data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=32)
+    data.load_tokenizer("wordpiece-200", corpus[0])  # another vocabulary, saved beside it
+    folder = data.data_dir() / "tokens" / data._slug(corpus[0])
+    (folder / "wordpiece-300/tokenizer.json").write_bytes(
+        (folder / "wordpiece-200/tokenizer.json").read_bytes())
+    with pytest.raises(UserError, match=r"built with \d+ tokens but wordpiece-300 has \d+; delete"):
         data.load_rows(corpus[0], "wordpiece-300", 32, "train")
 
 
@@ -358,6 +376,7 @@ def test_wikitext_articles_and_wikiextractor_docs_are_the_documents(tmp_path, mo
     assert text.startswith("t0 t0 is a topic.")  # tag lines dropped, title line kept
 
 
+@pytest.mark.faults
 def test_unknown_corpus_lists_valid_ones_and_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     with pytest.raises(UserError, match="wikitext-103, wikitext-2, enwiki"):
@@ -392,6 +411,7 @@ def test_resuming_at_step_k_continues_the_same_sequence():
     assert all((a == b).all() for a, b in zip(straight[11:], resumed))
 
 
+@pytest.mark.faults
 def test_fewer_rows_than_a_batch_is_a_user_error():
     with pytest.raises(UserError, match="only 3 rows for a batch of 4"):
         data.batch_rows(np.zeros((3, 8)), 0, 4, seed=0)

@@ -74,6 +74,7 @@ def test_fetch_archive_downloads_extracts_then_never_asks_again(server, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "glue"]  # no temp folder
 
 
+@pytest.mark.faults
 def test_wrong_checksum_is_rejected_once_and_leaves_nothing(server, tmp_path):
     url, hits = server
     with pytest.raises(UserError, match="sha256 mismatch"):
@@ -82,6 +83,7 @@ def test_wrong_checksum_is_rejected_once_and_leaves_nothing(server, tmp_path):
     assert not list((tmp_path / "downloads").iterdir()) and not (tmp_path / "glue").exists()
 
 
+@pytest.mark.faults
 def test_404_is_one_clear_line_naming_url_and_path(server, tmp_path):
     url, hits = server
     with pytest.raises(UserError) as e:
@@ -93,6 +95,7 @@ def test_404_is_one_clear_line_naming_url_and_path(server, tmp_path):
     assert "ab" * 32 in msg
 
 
+@pytest.mark.faults
 def test_interrupted_download_leaves_no_file_and_no_part(server, tmp_path):
     url, hits = server
     dest = tmp_path / "downloads/cut.zip"
@@ -102,6 +105,7 @@ def test_interrupted_download_leaves_no_file_and_no_part(server, tmp_path):
     assert not dest.exists() and not dest.with_suffix(".zip.part").exists()
 
 
+@pytest.mark.faults
 def test_server_errors_are_retried(server, tmp_path):
     url, hits = server
     with pytest.raises(UserError, match=r"\(HTTP 503\)"):
@@ -116,6 +120,7 @@ def test_existing_good_file_is_used_without_any_request(server, tmp_path):
     assert hits == {}
 
 
+@pytest.mark.faults
 def test_corrupt_zip_says_which_file_to_delete(server, tmp_path):
     url, _ = server
     sha = hashlib.sha256(NOT_A_ZIP).hexdigest()

@@ -126,3 +126,48 @@ def test_a_checkpoint_of_another_project_or_a_missing_one_is_refused(tmp_path):
         M.load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(UserError, match="missing.pt: no such file"):
         M.load_encoder(tmp_path / "missing.pt")
+
+
+# ----------------------------------------------------------------------------- the probe's cache
+
+@pytest.fixture
+def probe_env(tmp_path):
+    from probe_fixtures import save_checkpoint, write_glue
+    write_glue(tmp_path / "data", tasks=("mrpc",))
+    (tmp_path / "run").mkdir()
+    ckpt = save_checkpoint(tmp_path / "run" / "ckpt.pt")
+    argv = [sys.executable, "probe.py", "--task=mrpc", f"--ckpt={ckpt}", "--pool=mean,weighted",
+            "--json", "--max_iter=30", "--l2_grid=1e-2,1", "--bootstrap=50"]
+    return argv, dict(os.environ, DATA_DIR=str(tmp_path / "data")), tmp_path / "run/probe"
+
+
+def probe_results(stdout: str) -> list:
+    return [{k: r[k] for k in ("task", "pool", "metrics")} for r in map(json.loads,
+                                                                     stdout.splitlines())]
+
+
+def test_two_probes_at_once_share_the_feature_cache_intact(probe_env):
+    argv, environ, folder = probe_env
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert probe_results(outs[0][0]) == probe_results(outs[1][0])
+    files = sorted((folder / "cache").glob("*"))
+    assert len(files) == 4 and all(f.suffix == ".pt" for f in files)  # no temp file left over
+    for f in files:  # each one whole: it loads, with both sentences of the pairs
+        c = torch.load(f, weights_only=True)
+        assert set(c) == {"tokenizer", "a", "b"} and len(c["a"]) == len(c["b"]) > 0
+
+
+def test_a_cut_short_cache_file_is_encoded_again_not_read(probe_env):
+    argv, environ, folder = probe_env
+    first = subprocess.run(argv, cwd=ROOT, env=environ, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    victim = sorted((folder / "cache").glob("*-mean-*.pt"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    again = subprocess.run(argv, cwd=ROOT, env=environ, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"{victim} is unreadable; encoding again" in again.stderr
+    assert probe_results(again.stdout) == probe_results(first.stdout)
+    assert len(torch.load(victim, weights_only=True)["a"]) > 0

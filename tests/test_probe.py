@@ -256,6 +256,7 @@ def test_embed_gives_pooled_vectors_of_a_split(fake):
     assert e["a"].shape == (10, 32) and e["b"] is None
 
 
+@pytest.mark.faults
 def test_tokenizer_mismatch_between_checkpoint_and_cache_is_an_error(fake, capsys):
     argv = ["--task=sst2", f"--ckpt={fake}"] + FAST
     run(argv, capsys)
@@ -266,6 +267,7 @@ def test_tokenizer_mismatch_between_checkpoint_and_cache_is_an_error(fake, capsy
         P.main(argv)
 
 
+@pytest.mark.faults
 def test_missing_tasks_are_reported_at_the_end(fake, monkeypatch, capsys):
     def offline(url, *args, **kwargs):
         raise UserError(f"could not download {url} (no network)")
@@ -283,6 +285,7 @@ def bad_file(path):
     return path
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("flags, message", [
     (["--task=sst3"], "--task=sst3: expected one or more of sst2, mrpc"),
     (["--pool=cls"], "--pool=cls: expected one or more of mean, max, weighted, attention"),
@@ -302,6 +305,7 @@ def test_bad_flags_are_user_errors(fake, flags, message):
         P.main(flags + FAST)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("content, message", [
     ("sentence\tlabel\n", "no examples"),
     ("sentence\tlabel\nfine words \t7\n", "label '7'"),

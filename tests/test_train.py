@@ -77,6 +77,7 @@ def test_optimizer_holds_only_what_the_mode_trains():
     assert all(p.dim() >= 2 for p in run.opt.param_groups[0]["params"])
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: autocast on the CPU
 def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch, dtype):
     run_train = functools.partial(run_train, f"--dtype={dtype}")
@@ -131,11 +132,13 @@ def test_two_gloo_processes_match_one(corpus_env, tmp_path):
         assert r1["lam"] == pytest.approx(r2["lam"], rel=1e-4)
 
 
+@pytest.mark.faults
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(run_train):
     with pytest.raises(UserError, match=r"non-finite loss at step 13 \(loss nan"):
         run_train("--mode=mlm", "--max_steps=30", "--ckpt_every=10", "--inject_nan_at=13")
 
 
+@pytest.mark.faults
 def test_skip_nonfinite_skips_the_bad_step(run_train):
     code, out = run_train("--mode=mlm", "--max_steps=20", "--inject_nan_at=13",
                           "--skip_nonfinite=1")
@@ -144,6 +147,7 @@ def test_skip_nonfinite_skips_the_bad_step(run_train):
                .values())
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("args, message", [
     (["--mode=bert"], "--mode=bert: expected one of hybrid, mlm, jepa"),
     (["--preset=huge"], "--preset=huge: expected one of tiny, small, base, large"),
@@ -158,6 +162,7 @@ def test_bad_flags_name_the_key(args, message):
         train.resolve_config(TINY_ARGS + args, cuda=False)
 
 
+@pytest.mark.faults
 def test_resume_refuses_a_different_run(run_train):
     run_train("--mode=hybrid", "--max_steps=5", out="r")
     with pytest.raises(UserError, match="--seq_len=64 differs from the run's 32"):
@@ -168,6 +173,7 @@ def test_resume_refuses_a_different_run(run_train):
         run_train("--mode=hybrid", "--max_steps=5", out="r")
 
 
+@pytest.mark.faults
 def test_a_full_disk_keeps_the_previous_checkpoint(run_train, monkeypatch):
     _, out = run_train("--mode=mlm", "--max_steps=5", out="disk")
     before = (out / "ckpt.pt").read_bytes()
