@@ -110,8 +110,8 @@ def bench_features(bc: BenchConfig, run_cfg) -> dict:
     encoder = M.Encoder(mcfg).to(device).eval()
     rng = np.random.default_rng(0)
     lengths = np.sort(rng.integers(8, min(64, mcfg.seq_len), bc.sentences))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=run_cfg.dtype == "bfloat16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,  # as probe.encode: bf16 on
+                              enabled=device.type == "cuda")      # CUDA, exact fp32 on CPU
     times = []
     for _ in range(bc.repeats):
         t = time.perf_counter()

@@ -86,8 +86,11 @@ def atomic_write(path, write_fn, mode: str = "wb") -> Path:
     """Write a file so readers see either the old content or the complete new one, never a part:
     write_fn(file) writes into a temp file in the same folder, which is fsynced and renamed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        make_folder(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as e:
+        raise cannot_write(path, e) from None
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -97,8 +100,26 @@ def atomic_write(path, write_fn, mode: str = "wb") -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # full disk, quota, read-only file system
+            raise cannot_write(path, e) from None
         raise
+    return path
+
+
+def cannot_write(path, e: OSError) -> UserError:
+    return UserError(f"could not write {path}: {e.strerror or e}; free space, fix the folder's "
+                     "permissions or choose another output folder")
+
+
+def make_folder(path) -> Path:
+    """mkdir -p, with a one-line error naming the folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"could not create the folder {path}: {e.strerror or e}; fix the path "
+                        "or choose another output folder") from None
     return path

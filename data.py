@@ -27,7 +27,7 @@ import numpy as np
 import requests
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from cli import UserError, atomic_write, parse_flags, run_cli  # noqa: F401 (also data.X)
+from cli import UserError, atomic_write, make_folder, parse_flags, run_cli  # noqa: F401 (data.X)
 
 
 # ----------------------------------------------------------------------------- paths

@@ -243,7 +243,7 @@ def device_peak_flops(device: str, dtype: str) -> float:
 
 
 def mfu(flops: float, seconds: float, peak: float) -> float:
-    """Model FLOPs utilisation: achieved FLOP/s over the device's peak (0 if the peak is unknown)."""
+    """Model FLOPs utilisation: achieved FLOP/s over the device's peak (0 if it is unknown)."""
     return flops / seconds / peak if peak > 0 and seconds > 0 else 0.0
 
 
@@ -424,7 +424,7 @@ def main(argv):
 
     counts = M.param_counts(raw)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        data.make_folder(out)
         print(f"preset {cfg.preset} ({why}) | mode {cfg.mode} | {cfg.device} {cfg.dtype}"
               f"{' compiled' if run.compiled else ''} x{world} | params "
               + " ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())

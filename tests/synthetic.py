@@ -6,8 +6,8 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
 
 # A model small enough for CPU tests: every stage accepts these as --key=value flags. float32:
 # the same numbers on every CPU (the default is bf16 where the CPU has bf16 instructions).
-TINY_ARGS = ["--preset=tiny", "--dtype=float32", "--seq_len=32", "--d_model=32", "--n_layers=2", "--n_heads=2",
-             "--pred_dim=16", "--pred_depth=1", "--batch_size=16", "--warmup_steps=5",
+TINY_ARGS = ["--preset=tiny", "--dtype=float32", "--seq_len=32", "--d_model=32", "--n_layers=2",
+             "--n_heads=2", "--pred_dim=16", "--pred_depth=1", "--batch_size=16", "--warmup_steps=5",
              "--lr=3e-3", "--tokenizer=wordpiece-200", "--log_every=5"]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import data
 import model as M
 import train
 from data import UserError
@@ -185,6 +186,27 @@ def test_a_full_disk_keeps_the_previous_checkpoint(run_train, monkeypatch):
         run_train("--mode=mlm", "--max_steps=10", "--resume", out="disk")
     assert (out / "ckpt.pt").read_bytes() == before
     assert not list(out.glob("*.tmp"))
+
+
+@pytest.mark.faults
+def test_an_unwritable_run_folder_is_one_clear_error(run_train, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match=f"could not create the folder {tmp_path}/file/run: Not a "
+                                        "directory"):
+        run_train("--mode=mlm", "--max_steps=2", out="file/run")
+
+
+@pytest.mark.faults
+def test_a_full_disk_under_any_atomic_write_names_the_file_and_leaves_nothing(tmp_path):
+    (tmp_path / "old.json").write_text("old")
+
+    def no_space(f):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(UserError, match=f"could not write {tmp_path}/old.json: No space left"):
+        data.atomic_write(tmp_path / "old.json", no_space)
+    assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
+    assert (tmp_path / "old.json").read_text() == "old"
 
 
 @pytest.mark.parametrize("native, cuda, expected", [(True, False, "bfloat16"),
