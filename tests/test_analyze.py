@@ -1,0 +1,258 @@
+"""The analysis' invariants: closed forms of every metric, weighted sets = repeated examples, the
+report is generated from analysis.json only, the same inputs give a bit-identical analysis.json,
+and the lexical probe never sees the dev subset."""
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from probe_fixtures import save_checkpoint, write_glue
+
+import analyze as A
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def test_uniformity_of_orthonormal_vectors_is_exactly_minus_4():
+    # distinct pairs only: ||z_i - z_j||^2 = 2 for every pair, log exp(-2 * 2) = -4
+    assert A.uniformity(np.eye(16))[0] == pytest.approx(-4.0, abs=1e-12)
+
+
+def test_uniformity_of_identical_vectors_is_0_and_their_anisotropy_is_1():
+    x = np.tile([[0.3, -1.0, 2.0]], (6, 1))
+    assert A.uniformity(x)[0] == pytest.approx(0.0, abs=1e-12)
+    assert A.anisotropy(x)[0] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_uniformity_and_anisotropy_ignore_the_norm_of_the_vectors():
+    x = np.random.default_rng(0).normal(size=(30, 5))
+    scaled = x * np.arange(1, 31)[:, None]
+    assert A.uniformity(scaled)[0] == pytest.approx(A.uniformity(x)[0])
+    assert A.anisotropy(scaled)[0] == pytest.approx(A.anisotropy(x)[0])
+
+
+def test_effective_rank_of_identity_is_d_and_of_a_rank_one_set_is_1():
+    d = 12
+    balanced = A.spectral(np.vstack([np.eye(d), -np.eye(d)]))  # centred already: sv all equal
+    assert balanced["effective_rank"][0] == pytest.approx(d)
+    assert balanced["spectral_entropy"][0] == pytest.approx(1.0)
+    assert A.spectral(np.eye(d))["rankme"][0] == pytest.approx(d)  # RankMe: raw, uncentred
+    line = np.arange(1.0, 8.0)[:, None] * np.array([[1.0, -2.0, 0.5, 3.0]])
+    assert A.spectral(line)["effective_rank"][0] == pytest.approx(1.0, abs=1e-9)
+    assert A.spectral(line)["rankme"][0] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_spectral_entropy_of_isotropic_data_is_about_1():
+    x = np.random.default_rng(0).normal(size=(20000, 8)) + 5.0  # the offset is centred away
+    assert A.spectral(x)["spectral_entropy"][0] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_alignment_of_identical_pairs_is_0_and_of_opposite_pairs_is_4():
+    u = np.random.default_rng(0).normal(size=(10, 4))
+    assert A.alignment(u, u)[0] == pytest.approx(0.0, abs=1e-12)
+    assert A.alignment(u, -u)[0] == pytest.approx(4.0)  # squared distance, no further power
+    positive = np.arange(10) < 5
+    mixed = np.vstack([u[:5], -u[5:]])
+    assert A.alignment(u, mixed, positive)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_class_separation_of_two_hand_computed_clusters():
+    # class 0 = {e1, e2}, class 1 = {-e1, -e2}: intra sqrt2; inter (2 + sqrt2 + sqrt2 + 2) / 4
+    x = np.array([[1.0, 0], [0, 1], [-1, 0], [0, -1]])
+    ratio = A.class_separation(x, np.array([0, 0, 1, 1]))[0]
+    assert ratio == pytest.approx(np.sqrt(2) / (1 + np.sqrt(2) / 2))
+
+
+def test_auc_counts_ties_as_half_and_matches_the_rank_formula():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=(300, 3)), 1)  # many ties
+    Y = rng.random((300, 3)) < 0.3
+    ranks = np.argsort(np.argsort(scores, 0), 0)  # for the tie-free check below
+    assert A.auc(scores[:, :1] * 0, Y[:, :1])[0] == pytest.approx(0.5)  # constant score
+    assert A.auc(ranks.astype(float), ranks > 150)[0] == pytest.approx(1.0)
+    from scipy.stats import rankdata
+    want = [(rankdata(scores[:, k])[Y[:, k]].sum() - Y[:, k].sum() * (Y[:, k].sum() + 1) / 2)
+            / (Y[:, k].sum() * (~Y[:, k]).sum()) for k in range(3)]
+    assert A.auc(scores, Y)[0] == pytest.approx(np.mean(want))
+
+
+def test_a_weighted_set_equals_its_examples_repeated():
+    """Bootstrap counts as weights = the resample itself (pairs of distinct examples only)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 6)), rng.integers(0, 2, 40)
+    scores, Y = rng.normal(size=(40, 4)), rng.random((40, 4)) < 0.4
+    w = rng.integers(1, 4, 40).astype(float)
+    rep = np.repeat(np.arange(40), w.astype(int))
+    for metric in ("spectral_entropy", "effective_rank", "rankme"):
+        assert A.spectral(x, w[None])[metric][0] == pytest.approx(A.spectral(x[rep])[metric][0])
+    assert A.auc(scores, Y, w[None])[0] == pytest.approx(A.auc(scores[rep], Y[rep])[0])
+    assert A.micro_f1(scores > 0, Y, w[None])[0] == pytest.approx(
+        A.micro_f1(scores[rep] > 0, Y[rep])[0])
+    # a repeated example pairs with its copies in the resample, but weights never pair i with i
+    assert A.anisotropy(x, np.ones((1, 40)))[0] == pytest.approx(A.anisotropy(x)[0])
+    same = A.class_separation(x, y, np.ones((1, 40)))[0]
+    assert same == pytest.approx(A.class_separation(x, y)[0])
+
+
+def test_permutation_p_value_is_small_for_a_real_difference_and_not_for_none():
+    rng = np.random.default_rng(0)
+    signs = rng.integers(0, 2, (200, 60))
+    x = rng.normal(size=(60, 8))
+    rows = dict(x=x, xc=x - x.mean(0), y=None, v=None, positive=None,
+                scores=rng.normal(size=(60, 3)), Y=rng.random((60, 3)) < 0.5)
+    squashed = dict(rows, x=x * [1, 1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    squashed["xc"] = squashed["x"] - squashed["x"].mean(0)
+    real = A.measures(rows, None)["effective_rank"][0] - A.measures(squashed, None)[
+        "effective_rank"][0]
+    assert A.p_value(real, A.compare(rows, squashed, signs)["effective_rank"]) < 0.01
+    assert A.p_value(0.0, A.compare(rows, rows, signs)["effective_rank"]) == 1.0
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def fake_analysis() -> dict:
+    metrics = {m: dict(value=0.1 + i / 7, ci=[i / 9, 0.5 + i / 11]) for i, m in
+               enumerate(A.METRICS)}
+    cells = [dict(task="sst2", pool=p, model=m, metrics={k: dict(value=v["value"] + j + 0.01 * q,
+                                                                 ci=v["ci"])
+                                                         for k, v in metrics.items()},
+                  probe=dict(file=f"{m}/probe/sst2-{p}.json"), spectrum=[0.5, 0.5])
+             for j, m in enumerate(("hyb", "mlm", "random-tiny")) for q, p in enumerate(("mean",
+                                                                                        "max"))]
+    comps = [dict(task="sst2", pool=p, metric=k, a="hyb", b="mlm", diff=-1 - i / 13,
+                  ci=[-2 - i / 17, -i / 19], p=0.005 + i / 1000)
+             for q, p in enumerate(("mean", "max")) for i, k in enumerate(A.METRICS)]
+    base = dict(metric="acc", value=51.2345, ci=[47.1, 55.3], file="out/baselines/probe/x.json")
+    return dict(config=dict(pools=["mean", "max"]), definitions=A.DEFINITIONS,
+                statistics=A.STATISTICS, comparison=dict(a="hyb", b="mlm"),
+                models=[dict(name=n, mode=mo, ckpt=f"{n}/ckpt.pt", d=8, probe_dir=f"{n}/probe")
+                        for n, mo in (("hyb", "hybrid"), ("mlm", "mlm"),
+                                      ("random-tiny", "random"))],
+                tasks=dict(sst2=dict(split="dev", n=20, n_dev=30, lexical_tokens=["a"],
+                                     lexical_majority_f1=0.4321)),
+                skipped=dict(mnli="no data"), baselines=dict(sst2=dict(
+                    majority=base, bow=dict(base, value=77.7777, ci=[70.01, 80.02]))),
+                cells=cells, comparisons=comps, consistency=A.consistency(comps))
+
+
+def numbers(obj):
+    """Every float in a JSON tree, except the spectra (they are plotted, not tabulated)."""
+    if isinstance(obj, dict):
+        return [v for k, x in obj.items() if k != "spectrum" for v in numbers(x)]
+    if isinstance(obj, list):
+        return [v for x in obj for v in numbers(x)]
+    return [obj] if isinstance(obj, float) else []
+
+
+def test_report_shows_every_number_of_the_json_and_types_none():
+    r = fake_analysis()
+    md = A.report(r, None)
+    shown = set(re.findall(r"-?\d+\.\d{3}", md))
+    missing = [v for v in numbers({k: r[k] for k in ("cells", "comparisons", "baselines",
+                                                     "tasks")}) if A.fmt(v) not in shown]
+    assert not missing
+    for k, v in r["consistency"].items():  # counts: 2 cells, hyb never greater, 2 significant
+        assert f"| {k} | 2 | 0 | 2 | 2 | yes |" in md
+    assert "matplotlib is not installed" in md and "Skipped mnli: no data" in md
+    # nothing numeric in the report that the JSON does not hold (definitions aside)
+    body = md.split("## Definitions")[0] + md.split("Statistics:")[1]
+    allowed = {A.fmt(v) for v in numbers(r)}
+    assert set(re.findall(r"-?\d+\.\d{3}", body)) <= allowed
+
+
+def test_figures_are_written_when_matplotlib_is_there(tmp_path):
+    pytest.importorskip("matplotlib")
+    files = A.write_figures(fake_analysis(), tmp_path)
+    assert "spectrum-sst2.png" in files and all((tmp_path / f).stat().st_size > 0 for f in files)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """Two tiny runs (hybrid, mlm) with probe-style checkpoints and fixture GLUE data."""
+    write_glue(tmp_path / "data", n_train=80, n_dev=30, tasks=("sst2", "mrpc"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(A.data, "RETRY_BACKOFF", 0)  # mnli is missing: fail fast, offline
+    monkeypatch.chdir(tmp_path)
+    folders = []
+    for seed, mode in enumerate(("hybrid", "mlm")):
+        folder = tmp_path / f"{mode}-x"
+        folder.mkdir()
+        save_checkpoint(folder / "ckpt.pt", mode=mode, seed=seed)
+        (folder / "config.json").write_text(json.dumps(dict(config=dict(mode=mode,
+                                                                        preset="tiny"))))
+        folders.append(str(folder))
+    return folders
+
+
+def run_analysis(runs, out, **kw):
+    cfg = A.AnalyzeConfig(runs=tuple(runs), tasks=("sst2", "mrpc", "mnli"),
+                          pools=("mean", "attention"), random=False, n=25, lex_k=10,
+                          lex_train=60, bootstrap=30, permutations=30, out=str(out),
+                          figures=False, probe_args="--max_iter=30 --l2_grid=1e-2,1", **kw)
+    return A.analyze(cfg)
+
+
+def test_same_inputs_give_a_bit_identical_analysis_json(runs, tmp_path):
+    first = run_analysis(runs, tmp_path / "a")
+    before = (tmp_path / "a" / "analysis.json").read_bytes()
+    run_analysis(runs, tmp_path / "a")  # second time: features from the probe's cache
+    assert (tmp_path / "a" / "analysis.json").read_bytes() == before
+    assert "mnli" in first["skipped"] and set(first["tasks"]) == {"sst2", "mrpc"}
+    assert len(first["cells"]) == 2 * 2 * 2  # tasks x pools x models
+    assert {c["metric"] for c in first["comparisons"]} >= {"uniformity", "alignment", "rankme"}
+    assert all(0 < c["p"] <= 1 for c in first["comparisons"] if c["p"] is not None)
+    sst2 = next(c for c in first["cells"] if c["task"] == "sst2")
+    assert "class_separation" in sst2["metrics"] and "alignment" not in sst2["metrics"]
+    assert "error" in first["baselines"]["sst2"]["bow"]  # no bert vocab offline: reported
+    assert (tmp_path / "a" / "report.md").read_text().count("## ") >= len(A.METRICS)
+
+
+def test_lexical_probe_never_sees_the_dev_subset(runs, tmp_path, monkeypatch):
+    """The ridge probe is fitted on train vectors only: other dev sentences change nothing it is
+    fitted on, nor the strength it chooses."""
+    seen = []
+    fit = A.ridge_scores
+    monkeypatch.setattr(A, "ridge_scores", lambda X, Y, X_eval, seed: seen.append((X, Y)) or
+                        fit(X, Y, X_eval, seed))
+    first = run_analysis(runs, tmp_path / "a")
+    other = write_glue(tmp_path / "other", n_train=80, n_dev=30, seed=1, tasks=("sst2", "mrpc"))
+    for task in ("SST-2", "MRPC"):  # same train split, other dev sentences
+        shutil.copy(tmp_path / "data/glue" / task / "train.tsv", other / "glue" / task)
+    for run in runs:  # the probe's feature cache is keyed by split name, not by content
+        shutil.rmtree(f"{run}/probe")
+    monkeypatch.setenv("DATA_DIR", str(other))
+    fitted_first = seen[:]
+    seen.clear()
+    second = run_analysis(runs, tmp_path / "b")
+    assert len(seen) == len(fitted_first) == 8
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(fitted_first, seen))
+    assert [c["lexical_ridge"] for c in first["cells"]] == [c["lexical_ridge"]
+                                                            for c in second["cells"]]
+    assert first["tasks"]["sst2"]["lexical_tokens"] == second["tasks"]["sst2"]["lexical_tokens"]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks=sst3"], "--tasks=sst3"), (["--pools=cls"], "--pools=cls"),
+    (["--n=0"], "--n"), (["--runs=nowhere"], "nowhere has no config.json")])
+def test_bad_flags_are_user_errors(flags, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(A.UserError, match=re.escape(message)):
+        A.main(flags)
+
+
+def test_random_baseline_on_real_sst2(mirror, tmp_path, monkeypatch):
+    """The mirror's SST-2 dev set with the random encoder: runs, and a random encoder is not
+    collapsed (effective rank well above 1) nor perfectly lexical."""
+    monkeypatch.chdir(tmp_path)
+    r = A.analyze(A.AnalyzeConfig(runs=(), tasks=("sst2",), pools=("mean",), n=200,
+                                  probe_args="--max_train=500", lex_train=500, bootstrap=20,
+                                  permutations=20, out="a", figures=False))
+    cell = r["cells"][0]["metrics"]
+    assert cell["effective_rank"]["value"] > 5 and 0.5 < cell["lexical_auc"]["value"] < 1

@@ -1,0 +1,90 @@
+"""`make paper` end to end on a synthetic corpus and fixture GLUE tasks: both arms trained at equal
+FLOPs in their own processes, probes, analysis and a report traceable to its files; a second run
+redoes nothing, and an unfinished arm is resumed while the finished one is left alone."""
+import json
+import subprocess
+
+import pytest
+from probe_fixtures import write_glue
+from synthetic import TINY_ARGS, write_corpus
+
+import paper
+
+BUDGET = 2e9  # FLOPs per arm: ~20 MLM steps, ~9 hybrid steps of the tiny test model
+
+
+@pytest.fixture
+def flags(tmp_path, monkeypatch):
+    write_glue(tmp_path / "data", n_train=60, n_dev=24, tasks=("sst2", "mrpc"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(paper.data, "RETRY_BACKOFF", 0)  # mnli and bow's vocab are offline
+    monkeypatch.chdir(tmp_path)
+    corpus = write_corpus(tmp_path / "corpus")
+    sizes = " ".join(a for a in TINY_ARGS if not a.startswith("--preset="))
+    return [f"--budget={BUDGET:g}", f"--corpus={corpus}", f"--train_args={sizes}",
+            "--baselines=majority", "--tasks=sst2,mrpc,mnli", "--pools=mean,attention",
+            "--n=20", "--bootstrap=20", "--permutations=20",
+            "--probe_args=--max_iter=30 --l2_grid=1e-2,1 --bootstrap=100"]
+
+
+def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_path, monkeypatch):
+    assert paper.main(flags) == 0
+    out = tmp_path / "out/paper"
+    report = (out / "report.md").read_text()
+    for arm in ("hybrid", "mlm"):
+        run = out / f"{arm}-tiny"
+        conf = json.loads((run / "config.json").read_text())
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        assert conf["config"]["max_flops"] == BUDGET and log[-1]["step"] == conf["planned_steps"]
+        assert 0.8 < log[-1]["flops"] / BUDGET < 1.1  # equal compute, to within a step or so
+        assert {p.name for p in (run / "probe").glob("*.json")} >= {
+            f"{t}-{p}.json" for t in ("sst2", "mrpc") for p in ("mean", "attention")}
+        assert f"| {arm}-tiny | {log[-1]['step']:,} ({conf['planned_steps']:,}) |" in report
+        assert f"out/paper/{arm}-tiny/log.jsonl" in report
+    assert (tmp_path / "out/baselines/probe/sst2-majority.json").exists()
+    analysis = json.loads((out / "analysis/analysis.json").read_text())
+    assert analysis["comparison"] == {"a": "hybrid-tiny", "b": "mlm-tiny"}
+    assert set(analysis["tasks"]) == {"sst2", "mrpc"}  # mnli: found missing once, up front
+    assert "skipped mnli" in report and "67.55" in report and "-0.448" in report
+    assert "000_46df8af9111881c7.txt" in report  # the original's numbers name their source
+
+    stamp = (out / "analysis/analysis.json").stat().st_mtime_ns
+    monkeypatch.setattr(paper.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(paper.P, "run_probe", lambda *a, **k: pytest.fail("probed again"))
+    assert paper.main(flags) == 0
+    assert (out / "analysis/analysis.json").stat().st_mtime_ns == stamp
+
+    conf_path = out / "hybrid-tiny/config.json"  # pretend the hybrid arm stopped early
+    conf = json.loads(conf_path.read_text())
+    conf["planned_steps"] += 5
+    conf_path.write_text(json.dumps(conf))
+    calls = []
+    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0))
+    assert paper.main(flags) == 0
+    assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" in calls[0]
+
+
+@pytest.mark.faults
+def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeypatch):
+    def fake_train(cmd, **k):
+        return subprocess.CompletedProcess(cmd, 1)
+    monkeypatch.setattr(paper.subprocess, "run", fake_train)
+    with pytest.raises(paper.UserError, match="train hybrid.*train mlm"):
+        paper.main(flags)
+    report = (tmp_path / "out/paper/report.md").read_text()
+    assert "**failed** train hybrid: train.py exited with status 1" in report
+
+
+def test_wall_time_adds_the_segments_of_a_resumed_run():
+    log = [{"elapsed": e} for e in (1.0, 10.0, 20.0, 2.0, 15.0)]  # resumed after 20 s
+    assert paper.wall_time(log) == 35.0
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("extra, message", [
+    (["--preset=small", "--budget=0"], "pass --budget"), (["--arms=bert"], "--arms=bert"),
+    (["--baselines=oracle"], "--baselines=oracle")])
+def test_bad_flags_are_user_errors(flags, extra, message):
+    with pytest.raises(paper.UserError, match=message):
+        paper.main(flags + extra)
