@@ -321,8 +321,9 @@ def prepare_corpus(corpus: str, tokenizer: str, seq_len: int = 128) -> dict:
     last) is ready and only read; one without is rebuilt. Returns meta.json's summary."""
     out = corpus_dir(corpus, tokenizer, seq_len)
     if not (out / "meta.json").exists():
-        if seq_len < 3:
-            raise UserError(f"--seq_len={seq_len}: a row needs [CLS], [SEP] and a token at least")
+        if seq_len < 8:
+            raise UserError(f"--seq_len={seq_len}: must be at least 8 ([CLS], [SEP] and room "
+                            "for masked spans)")
         _corpus_files(corpus, "train")  # an unknown corpus fails here, before any folder is made
         with _exclusive(out):
             if not (out / "meta.json").exists():  # else another process built it while we waited

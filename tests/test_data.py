@@ -384,6 +384,13 @@ def test_unknown_corpus_lists_valid_ones_and_leaves_no_folder(tmp_path, monkeypa
     assert not (tmp_path / "tokens").exists()
 
 
+
+@pytest.mark.faults
+def test_a_too_short_seq_len_is_refused_before_any_work(corpus):
+    with pytest.raises(UserError, match="--seq_len=7: must be at least 8"):
+        data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=7)
+    assert not (data.data_dir() / "tokens").exists()
+
 # ----------------------------------------------------------------------------- batch order
 
 def test_batch_rows_is_a_pure_function_of_seed_and_step():
