@@ -169,6 +169,26 @@ def wall_time(log: list[dict]) -> float:
     return total + last
 
 
+TRAJECTORY = ("loss", "loss_mlm", "loss_jepa", "lam", "rankme", "feat_std")
+
+
+def trajectory(runs: dict, points: int = 10) -> list[str]:
+    """Each arm's logged losses, lambda and collapse signals at ~`points` evenly spaced steps."""
+    lines = ["", "## Along training", "",
+             "From each run's log.jsonl. lam: the JEPA weight; rankme, feat_std: collapse "
+             "signals, the RankMe and mean per-dimension std of the layer-normed token features "
+             "of 8 clean rows from the target encoder (the online one for MLM); a collapsed "
+             "encoder has both near their minimum.", "",
+             "| arm | step | " + " | ".join(TRAJECTORY) + " |", "|---" * (2 + len(TRAJECTORY)) + "|"]
+    for run in runs.values():
+        log = read_log(run)
+        picks = sorted({round(i * (len(log) - 1) / (points - 1)) for i in range(points)})
+        for rec in (log[i] for i in picks):
+            lines.append(f"| {run.name} | {rec['step']:,} | " + " | ".join(
+                f"{rec[k]:.4f}" if k in rec else "-" for k in TRAJECTORY) + " |")
+    return lines
+
+
 def cell(analysis: dict, task: str, pool: str, model: str, metric: str) -> str:
     for c in analysis["cells"]:
         if (c["task"], c["pool"], c["model"]) == (task, pool, model):
@@ -202,6 +222,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
         lines.append(f"| {run.name} | {last['step']:,} ({conf['planned_steps']:,}) | "
                      f"{last['flops']:.3e} | {last['tokens']:,} | {wall_time(log) / 60:.1f} min | "
                      f"{lam} | {last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
+    lines += trajectory(runs)
     folders = ", ".join(m["probe_dir"] for m in analysis["models"]) if analysis else "-"
     lines += ["", "## Linear probes next to the original", "",
               "Percent; ours: mean [95% bootstrap CI] on the full dev split, read from probe.py's "

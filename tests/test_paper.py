@@ -41,6 +41,8 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
             f"{t}-{p}.json" for t in ("sst2", "mrpc") for p in ("mean", "attention")}
         assert f"| {arm}-tiny | {log[-1]['step']:,} ({conf['planned_steps']:,}) |" in report
         assert f"out/paper/{arm}-tiny/log.jsonl" in report
+        last = log[-1]  # the trajectory table ends at the last logged step
+        assert f"| {arm}-tiny | {last['step']:,} | {last['loss']:.4f} |" in report
     assert (tmp_path / "out/baselines/probe/sst2-majority.json").exists()
     analysis = json.loads((out / "analysis/analysis.json").read_text())
     assert analysis["comparison"] == {"a": "hybrid-tiny", "b": "mlm-tiny"}
