@@ -217,3 +217,26 @@ def test_default_dtype_is_bf16_only_where_it_is_fast(monkeypatch, native, cuda, 
     cfg, _, _ = train.resolve_config(["--mode=mlm"], cuda=cuda)
     assert cfg.dtype == expected
     assert train.resolve_config(["--mode=mlm", "--dtype=float32"], cuda=cuda)[0].dtype == "float32"
+
+
+@pytest.fixture
+def light_compile(monkeypatch):
+    """torch.compile with the aot_eager backend: Dynamo traces, guards and recompiles exactly as
+    with inductor, without minutes of C++ code generation on a CPU."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, backend="aot_eager"))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_compile):
+    import bench
+    _, eager = run_train("--mode=hybrid", "--max_steps=10", out="eager")
+    _, compiled = run_train("--mode=hybrid", "--max_steps=10", "--compile=true", out="compiled")
+    for a, b in zip(read_log(eager), read_log(compiled), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    bc = bench.BenchConfig(quick=True, compile="true", modes=("hybrid",), warmup=2, steps=3,
+                           repeats=2)  # mask sizes change every step: still no new graph
+    r = bench.bench_mode(bc, "hybrid", {})
+    assert r["compiled"] and r["recompiles_after_warmup"] == 0
