@@ -282,7 +282,8 @@ def consistency(comparisons: list) -> dict:
         if diffs:
             up, down = sum(c["diff"] > 0 for c in diffs), sum(c["diff"] < 0 for c in diffs)
             out[metric] = dict(cells=len(diffs), a_greater=up, b_greater=down,
-                               significant=sum(c["p"] is not None and c["p"] < 0.05 for c in diffs),
+                               significant=sum(c["p"] < 0.05 for c in diffs if c["p"] is not None)
+                               if any(c["p"] is not None for c in diffs) else None,  # no test
                                consistent=max(up, down) == len(diffs))
     return out
 
@@ -504,7 +505,8 @@ def report(r: dict, figures: list | None) -> str:
                   f"| metric | cells | {pair['a']} greater | {pair['b']} greater | p < 0.05 | "
                   "consistent? |", "|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['cells']} | {v['a_greater']} | {v['b_greater']} | "
-                  f"{v['significant']} | {'yes' if v['consistent'] else 'no'} |"
+                  f"{'-' if v['significant'] is None else v['significant']} | "
+                  f"{'yes' if v['consistent'] else 'no'} |"
                   for k, v in r["consistency"].items()]
     else:
         lines += ["No hybrid-vs-MLM comparison: the runs lack a hybrid or an MLM model."]

@@ -227,7 +227,10 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     lines += ["", "## Linear probes next to the original", "",
               "Percent; ours: mean [95% bootstrap CI] on the full dev split, read from probe.py's "
               f"<task>-<pool>.json in {folders} and <task>-majority.json, <task>-bow.json in "
-              "out/baselines/probe. The original does not say which pooling its table used.", "",
+              "out/baselines/probe. The original does not say which pooling its table used. "
+              "Trained poolers (weighted, attention) are fitted on a seeded subset of train when "
+              "--pooler_cap in the probe.py flags above says so (n_train in each JSON), so compare "
+              "arms within a pooling, not poolings with each other.", "",
               "| task | metric | source | pool | " + " | ".join(names) + " | majority | bow |",
               "|---" * (6 + len(names)) + "|"]
     for task in cfg.tasks:  # the original's rows even for tasks we could not run
@@ -245,7 +248,8 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
                 lines.append(f"| {task} | {A.PRIMARY[task]} | ours | {pool} | " + " | ".join(ours)
                              + f" | {A.with_ci(base['majority'])} | {A.with_ci(base['bow'])} |")
     lines += ["", "## Uniformity next to the original", "",
-              f"The abstract ({ABSTRACT}): \"{ABSTRACT_CLAIM}\". README ({README}) per cell below. "
+              f"The abstract, {ABSTRACT}: \"{ABSTRACT_CLAIM}\". The README, {README}, per cell "
+              "below (lower is more uniform). "
               "Ours: analysis/analysis.json (definitions in analysis/report.md).", ""]
     if analysis and analysis["comparison"]:
         a, b = analysis["comparison"]["a"], analysis["comparison"]["b"]
@@ -263,7 +267,8 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
                   "| metric | cells | hybrid greater | MLM greater | p < 0.05 | consistent? |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['cells']} | {v['a_greater']} | {v['b_greater']} | "
-                  f"{v['significant']} | {'yes' if v['consistent'] else 'no'} |"
+                  f"{'-' if v['significant'] is None else v['significant']} | "
+                  f"{'yes' if v['consistent'] else 'no'} |"
                   for k, v in analysis["consistency"].items()]
     else:
         lines.append("No analysis with both a hybrid and an MLM arm: nothing to compare.")
