@@ -28,7 +28,7 @@ class BenchConfig:
     preset: str = "tiny"
     modes: tuple[str, ...] = ("mlm", "jepa", "hybrid")
     dtype: str = ""                 # float32 | bfloat16; empty = train.py's default
-    compile: str = "auto"           # true | false | auto (on CUDA)
+    compile: str = "auto"           # true | false | auto (train.py's default)
     batch_size: int = 0             # 0 = the preset's
     vocab_size: int = 30522         # bert-base-uncased
     steps: int = 5                  # timed steps per repeat

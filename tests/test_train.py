@@ -240,3 +240,18 @@ def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_c
                            repeats=2)  # mask sizes change every step: still no new graph
     r = bench.bench_mode(bc, "hybrid", {})
     assert r["compiled"] and r["recompiles_after_warmup"] == 0
+
+
+def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monkeypatch):
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no C++ compiler")
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, backend=broken_backend))
+    torch._dynamo.reset()
+    _, eager = run_train("--mode=mlm", "--max_steps=5", out="eager")
+    _, auto = run_train("--mode=mlm", "--max_steps=5", "--compile=auto", out="auto")
+    assert [r["loss"] for r in read_log(auto)] == [r["loss"] for r in read_log(eager)]
+    torch._dynamo.reset()  # Dynamo remembers the failed code: forget it, as a new process would
+    with pytest.raises(Exception, match="no C\\+\\+ compiler"):
+        run_train("--mode=mlm", "--max_steps=5", "--compile=true", out="strict")
+    torch._dynamo.reset()
