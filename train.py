@@ -65,8 +65,8 @@ class TrainConfig:
     dtype: str = ""                 # float32 | bfloat16; empty = bfloat16 on CUDA and on CPUs
                                     # with bf16 instructions (faster there), else float32
     compile: str = "auto"           # true | false | auto = compile, and run eager with a warning
-                                    # where it cannot (no C++ compiler). Tiny on this 2-core CPU:
-                                    # 9-18% faster steps for ~40 s of compiling (README)
+                                    # where it cannot (no C++ compiler). Tiny on a 2-core CPU:
+                                    # 10-20% faster steps for ~25 s of compiling, once (README)
     seed: int = 0
     out: str = ""                   # run folder; empty = out/<mode>-<preset>
     resume: bool = False            # continue the run in --out
@@ -214,7 +214,7 @@ NVIDIA_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "B200": 2250e12, "A100": 312
 
 def cpu_has_bf16() -> bool:
     """Native bf16 dot products (AVX512-BF16 or AMX, read from Linux's /proc/cpuinfo): there a
-    bf16-autocast tiny step ran 1.4x faster than fp32 (README, Performance); elsewhere bf16 is
+    bf16-autocast tiny step ran 1.25-1.4x faster than fp32 (README, Performance); elsewhere bf16 is
     emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
