@@ -32,10 +32,10 @@ faults: $(VENV)/.installed
 	$(PY) -m pytest -q tests -m faults $(ARGS)
 
 pretrain: $(VENV)/.installed
-	$(PY) train.py --mode=$(MODE) $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
+	$(PY) train.py --mode=$(MODE) $(if $(PRESET),--preset=$(PRESET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(ARGS)
 
 probe: $(VENV)/.installed
-	$(PY) probe.py --task=$(TASK) --ckpt=$(CKPT) --pool=$(POOL) --encoder=$(ENCODER) $(ARGS)
+	$(PY) probe.py --task=$(TASK) --ckpt=$(CKPT) --pool=$(POOL) --encoder=$(ENCODER) $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
 analyze: $(VENV)/.installed
 	$(PY) analyze.py --runs=$(subst $(space),$(comma),$(strip $(RUNS))) $(if $(PRESET),--preset=$(PRESET)) $(ARGS)

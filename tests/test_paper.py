@@ -69,13 +69,24 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
 
 @pytest.mark.faults
 def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeypatch):
-    def fake_train(cmd, **k):
-        return subprocess.CompletedProcess(cmd, 1)
-    monkeypatch.setattr(paper.subprocess, "run", fake_train)
-    with pytest.raises(paper.UserError, match="train hybrid.*train mlm"):
+    real = subprocess.run
+
+    def hybrid_crashes(cmd, **k):
+        return subprocess.CompletedProcess(cmd, 1) if "--mode=hybrid" in cmd else real(cmd, **k)
+    monkeypatch.setattr(paper.subprocess, "run", hybrid_crashes)
+    with pytest.raises(paper.UserError, match=r"^1 stage\(s\) failed: train hybrid; re-run"):
         paper.main(flags)
     report = (tmp_path / "out/paper/report.md").read_text()
     assert "**failed** train hybrid: train.py exited with status 1" in report
+    assert "| mlm-tiny | " in report and "| hybrid-tiny | " not in report
+    assert (tmp_path / "out/paper/mlm-tiny/probe/sst2-attention.json").exists()
+
+    calls = []  # re-running trains only the arm that failed
+    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
+                        real(cmd, **k))
+    assert paper.main(flags) == 0
+    assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" not in calls[0]
+    assert "| hybrid-tiny | " in (tmp_path / "out/paper/report.md").read_text()
 
 
 def test_wall_time_adds_the_segments_of_a_resumed_run():

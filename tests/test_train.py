@@ -134,9 +134,13 @@ def test_two_gloo_processes_match_one(corpus_env, tmp_path):
 
 
 @pytest.mark.faults
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(run_train):
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(run_train, tmp_path):
     with pytest.raises(UserError, match=r"non-finite loss at step 13 \(loss nan"):
-        run_train("--mode=mlm", "--max_steps=30", "--ckpt_every=10", "--inject_nan_at=13")
+        run_train("--mode=mlm", "--max_steps=30", "--ckpt_every=10", "--inject_nan_at=13",
+                  out="nan")
+    ckpt = M.load_checkpoint(tmp_path / "nan" / "ckpt.pt")  # the last good one, loadable
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
 @pytest.mark.faults
@@ -155,6 +159,8 @@ def test_skip_nonfinite_skips_the_bad_step(run_train):
     (["--max_stepz=3"], "unknown flag --max_stepz"),
     (["--max_steps=ten"], "--max_steps=ten: expected an integer"),
     (["--batch_size=0"], "--batch_size=0: must be a positive integer"),
+    (["--n_layers=-2"], "--n_layers=-2: must be a positive integer"),
+    (["--warmup_steps=-1"], "--warmup_steps=-1: must not be negative"),
     (["--lambda_mode=fixed:2"], "lambda_mode"),
     (["--d_model=33"], "divisible by --n_heads"),
 ])
