@@ -179,7 +179,8 @@ def trajectory(runs: dict, points: int = 10) -> list[str]:
              "signals, the RankMe and mean per-dimension std of the layer-normed token features "
              "of 8 clean rows from the target encoder (the online one for MLM); a collapsed "
              "encoder has both near their minimum.", "",
-             "| arm | step | " + " | ".join(TRAJECTORY) + " |", "|---" * (2 + len(TRAJECTORY)) + "|"]
+             "| arm | step | " + " | ".join(TRAJECTORY) + " |",
+             "|---" * (2 + len(TRAJECTORY)) + "|"]
     for run in runs.values():
         log = read_log(run)
         picks = sorted({round(i * (len(log) - 1) / (points - 1)) for i in range(points)})

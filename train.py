@@ -90,8 +90,8 @@ PRESETS = {  # sizes from SPEC 2; `small` is the original's 512x6 model (34.8M p
                   batch_size=256, lr=2e-4, warmup_steps=4000, max_steps=100_000,
                   corpus="wikitext-103", tokenizer="bert-base-uncased"),
 }
-RESUME_MAY_CHANGE = {"resume", "out", "max_steps", "max_flops", "log_every", "ckpt_every", "compile",
-                     "skip_nonfinite", "inject_nan_at", "device"}
+RESUME_MAY_CHANGE = {"resume", "out", "max_steps", "max_flops", "log_every", "ckpt_every",
+                     "compile", "skip_nonfinite", "inject_nan_at", "device"}
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
 
 
