@@ -47,7 +47,7 @@ bench: $(VENV)/.installed
 	$(PY) bench.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
 # The whole pipeline (pre-train both arms, probe, analyse, report) on a generated corpus and
-# fixture tasks, in about a minute: tests/test_paper.py's smoke test.
+# fixture tasks (12 s on a 2-core CPU): tests/test_paper.py's smoke test.
 smoke: $(VENV)/.installed
 	$(PY) -m pytest -q tests/test_paper.py -k end_to_end $(ARGS)
 
