@@ -179,8 +179,7 @@ def trajectory(runs: dict, points: int = 10) -> list[str]:
              "signals, the RankMe and mean per-dimension std of the layer-normed token features "
              "of 8 clean rows from the target encoder (the online one for MLM); a collapsed "
              "encoder has both near their minimum.", "",
-             "| arm | step | " + " | ".join(TRAJECTORY) + " |",
-             "|---" * (2 + len(TRAJECTORY)) + "|"]
+             *A.table_head(["arm", "step", *TRAJECTORY])]
     for run in runs.values():
         log = read_log(run)
         picks = sorted({round(i * (len(log) - 1) / (points - 1)) for i in range(points)})
@@ -214,8 +213,8 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     lines += [f"- skipped {t}: {why}" for t, why in skipped.items()]
     lines += [f"- **failed** {k}: {why}" for k, why in errors.items()]
     lines += ["", "## Pre-training at equal compute", "",
-              "| arm | steps (planned) | FLOPs | tokens | wall time | final lambda | final loss "
-              "| source |", "|---|---|---|---|---|---|---|---|"]
+              *A.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
+                             "final lambda", "final loss", "source"])]
     for arm, run in runs.items():
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
         last = log[-1]
@@ -232,8 +231,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
               "Trained poolers (weighted, attention) are fitted on a seeded subset of train when "
               "--pooler_cap in the probe.py flags above says so (n_train in each JSON), so compare "
               "arms within a pooling, not poolings with each other.", "",
-              "| task | metric | source | pool | " + " | ".join(names) + " | majority | bow |",
-              "|---" * (6 + len(names)) + "|"]
+              *A.table_head(["task", "metric", "source", "pool", *names, "majority", "bow"])]
     for task in cfg.tasks:  # the original's rows even for tasks we could not run
         for t, metric, hyb, mlm, source, note in ORIGINAL_PROBES:
             if t == task:
@@ -257,20 +255,15 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
         diff = {(c["task"], c["pool"]): c for c in analysis["comparisons"]
                 if c["metric"] == "uniformity"}
         orig = {(t, p): (h, m) for t, p, h, m in ORIGINAL_UNIFORMITY}
-        lines += ["| task | pool | original hybrid | original MLM | " + " | ".join(names)
-                  + f" | {a} - {b} [95% CI] | p |", "|---" * (6 + len(names)) + "|"]
+        lines += A.table_head(["task", "pool", "original hybrid", "original MLM", *names,
+                               f"{a} - {b} [95% CI]", "p"])
         for (t, p), c in diff.items():
             h, m = orig.get((t, p), ("-", "-"))
             lines.append(f"| {t} | {p} | {h} | {m} | " + " | ".join(
                 cell(analysis, t, p, n, "uniformity") for n in names)
                 + f" | {A.with_ci(dict(value=c['diff'], ci=c['ci']))} | {A.fmt(c['p'])} |")
         lines += ["", "Every metric, hybrid vs MLM (analysis/analysis.json, `consistency`):", "",
-                  "| metric | cells | hybrid greater | MLM greater | p < 0.05 | consistent? |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {v['cells']} | {v['a_greater']} | {v['b_greater']} | "
-                  f"{'-' if v['significant'] is None else v['significant']} | "
-                  f"{'yes' if v['consistent'] else 'no'} |"
-                  for k, v in analysis["consistency"].items()]
+                  *A.consistency_table(analysis["consistency"], "hybrid", "MLM")]
     else:
         lines.append("No analysis with both a hybrid and an MLM arm: nothing to compare.")
     lines += ["", f"Full tables and figures: {Path(cfg.out) / 'analysis' / 'report.md'}."]
