@@ -6,9 +6,12 @@ MODE   ?= hybrid
 PRESET ?=
 TASK   ?= sst2
 POOL   ?= mean
-CKPT   ?= out/$(MODE)-$(or $(PRESET),tiny)/ckpt.pt
+# The preset when none is given is config.py's rule, the one train.py follows (small with CUDA,
+# tiny without), so `make probe` finds what `make pretrain` wrote. Asked only when needed.
+PRESET_USED = $(or $(PRESET),$(shell $(PY) config.py default-preset))
+CKPT   ?= out/$(MODE)-$(PRESET_USED)/ckpt.pt
 ENCODER ?= online
-RUNS   ?= out/hybrid-$(or $(PRESET),tiny) out/mlm-$(or $(PRESET),tiny)
+RUNS   ?= out/hybrid-$(PRESET_USED) out/mlm-$(PRESET_USED)
 CORPUS ?=
 BUDGET ?=
 ARMS   ?= hybrid mlm

@@ -87,7 +87,7 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     key = (cfg.device, cfg.dtype)
     if key not in peak_cache:
         peak_cache[key] = train.device_peak_flops(cfg.device, cfg.dtype)
-    flops = float(np.mean([train.batch_flops(run.mcfg, b) for b in batches]))
+    flops = float(np.mean([train.batch_flops(run.mcfg, b, cfg.batch_size) for b in batches]))
     memory = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return dict(mode=mode, device=cfg.device, dtype=cfg.dtype, compiled=run.compiled,

@@ -16,28 +16,34 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-def mlm_corrupt(tokens, special_ids, mask_id: int, vocab_size: int, gen, mask_prob: float = 0.15):
+def mlm_corrupt(tokens, special_ids, mask_id: int, vocab_size: int, gen, mask_prob: float = 0.15,
+                rows: tuple[int, int] | None = None):
     """BERT corruption: mask_prob of the non-special positions of each row are chosen; of those
     80% become [MASK], 10% a random non-special id, 10% stay. The same count is chosen in every
     row (round(mask_prob * (T-2))) so the sparse MLM head sees a static (B, M) shape.
 
-    tokens: (B, T) int64. Returns corrupted (B, T), mlm_pos (B, M) sorted, mlm_labels (B, M).
+    tokens: (B, T) int64; rows = (lo, n) when they are rows lo:lo+B of a batch of n rows (one
+    process's share): the draws are made for all n rows and these B kept, so the share is exactly
+    that slice of the whole batch's corruption. Returns corrupted (B, T), mlm_pos (B, M) sorted,
+    mlm_labels (B, M).
     """
     B, T = tokens.shape
+    lo, n = rows or (0, B)
     n_mask = max(1, round(mask_prob * (T - 2)))
     specials = torch.tensor(sorted(special_ids), dtype=tokens.dtype)
     is_special = torch.isin(tokens, specials)
     if int((~is_special).sum(1).min()) < n_mask:
         raise ValueError(f"a row has fewer than {n_mask} non-special tokens to mask")
-    scores = torch.rand(B, T, generator=gen).masked_fill(is_special, 2.0)  # specials never chosen
+    scores = torch.rand(n, T, generator=gen)[lo:lo + B]
+    scores = scores.masked_fill(is_special, 2.0)  # specials are never chosen
     mlm_pos = scores.topk(n_mask, dim=1, largest=False).indices.sort(dim=1).values
     mlm_labels = tokens.gather(1, mlm_pos)
     # random replacements are drawn from the non-special ids only
     normal_ids = torch.ones(vocab_size, dtype=torch.bool)
     normal_ids[specials] = False
     normal_ids = normal_ids.nonzero().squeeze(1)
-    random_ids = normal_ids[torch.randint(len(normal_ids), (B, n_mask), generator=gen)]
-    action = torch.rand(B, n_mask, generator=gen)
+    random_ids = normal_ids[torch.randint(len(normal_ids), (n, n_mask), generator=gen)[lo:lo + B]]
+    action = torch.rand(n, n_mask, generator=gen)[lo:lo + B]
     new = torch.where(action < 0.8, torch.full_like(mlm_labels, mask_id),
                       torch.where(action < 0.9, random_ids, mlm_labels))
     corrupted = tokens.scatter(1, mlm_pos, new)

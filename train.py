@@ -12,10 +12,11 @@ import dataclasses
 import json
 import math
 import os
-import re
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,135 +29,10 @@ import torch.nn.functional as F
 import data
 import masks
 import model as M
+from config import PRESETS, RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config  # noqa
 from data import UserError
 
-
-@dataclass
-class TrainConfig:
-    mode: str = "hybrid"            # hybrid | mlm | jepa
-    preset: str = ""                # tiny | small | base | large; empty: small on CUDA, tiny on CPU
-    corpus: str = ""                # wikitext-103 | wikitext-2 | enwiki | a local text file/folder
-    tokenizer: str = ""             # bert-base-uncased | wordpiece-N
-    seq_len: int = 128
-    d_model: int = 0                # model sizes: 0 = the preset's
-    n_layers: int = 0
-    n_heads: int = 0
-    pred_dim: int = 0
-    pred_depth: int = 0
-    lambda_mode: str = "learned"    # learned | fixed:<v> | uncertainty
-    jepa_context: str = "corrupted"  # corrupted (the original's) | clean
-    mask_prob: float = 0.15
-    target_scale: tuple[float, ...] = (0.10, 0.25)   # JEPA target-span length / n
-    context_scale: tuple[float, ...] = (0.65, 0.85)  # JEPA context-block length / n
-    num_pred_masks: int = 2
-    min_keep: int = 4
-    batch_size: int = 0             # global rows per step, over all processes and micro-batches
-    micro_batch: int = 0            # rows per forward per process; 0 = no accumulation
-    lr: float = 0.0
-    min_lr: float = 0.0             # 0 = lr / 10
-    warmup_steps: int = -1          # -1 = the preset's
-    weight_decay: float = 0.01
-    betas: tuple[float, ...] = (0.9, 0.98)
-    grad_clip: float = 1.0
-    ema_momentum: tuple[float, ...] = (0.996, 1.0)   # linear over the run
-    max_steps: int = 0              # 0 = the preset's
-    max_flops: float = 0.0          # > 0: train this many FLOPs (equal-compute arms) instead
-    device: str = ""                # cuda | cpu; empty = cuda when available
-    dtype: str = ""                 # float32 | bfloat16; empty = bfloat16 on CUDA and on CPUs
-                                    # with bf16 instructions (faster there), else float32
-    compile: str = "auto"           # true | false | auto = compile, and run eager with a warning
-                                    # where it cannot (no C++ compiler). Tiny on a 2-core CPU:
-                                    # 10-20% faster steps for ~25 s of compiling, once (README)
-    seed: int = 0
-    out: str = ""                   # run folder; empty = out/<mode>-<preset>
-    resume: bool = False            # continue the run in --out
-    log_every: int = 10
-    ckpt_every: int = 500
-    skip_nonfinite: int = 0         # tolerate this many steps with a non-finite loss (skipped)
-    inject_nan_at: int = -1         # test hook: make the loss of this step NaN
-
-
-PRESETS = {  # sizes from SPEC 2; `small` is the original's 512x6 model (34.8M parameters)
-    "tiny": dict(d_model=256, n_layers=4, n_heads=4, pred_dim=128, pred_depth=2, batch_size=32,
-                 lr=1e-3, warmup_steps=100, max_steps=2000, corpus="wikitext-2",
-                 tokenizer="bert-base-uncased"),
-    "small": dict(d_model=512, n_layers=6, n_heads=8, pred_dim=192, pred_depth=6, batch_size=256,
-                  lr=5e-4, warmup_steps=1000, max_steps=50_000, corpus="wikitext-103",
-                  tokenizer="bert-base-uncased"),
-    "base": dict(d_model=768, n_layers=12, n_heads=12, pred_dim=384, pred_depth=6,
-                 batch_size=256, lr=3e-4, warmup_steps=2000, max_steps=100_000,
-                 corpus="wikitext-103", tokenizer="bert-base-uncased"),
-    "large": dict(d_model=1024, n_layers=24, n_heads=16, pred_dim=512, pred_depth=6,
-                  batch_size=256, lr=2e-4, warmup_steps=4000, max_steps=100_000,
-                  corpus="wikitext-103", tokenizer="bert-base-uncased"),
-}
-RESUME_MAY_CHANGE = {"resume", "out", "max_steps", "max_flops", "log_every", "ckpt_every",
-                     "compile", "skip_nonfinite", "inject_nan_at", "device"}
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
-
-
-# ----------------------------------------------------------------------------- config
-
-def resolve_config(argv, cuda: bool):
-    """Flags -> a complete TrainConfig, plus the keys the user set and why the preset was chosen."""
-    cfg, _ = data.parse_flags(argv, TrainConfig())
-    explicit = {a[2:].partition("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
-    why = "given"
-    if not cfg.preset:
-        cfg.preset = "small" if cuda else "tiny"
-        why = ("CUDA is available: the original's model" if cuda else
-               "no CUDA: the CPU-sized model; --preset=small is the original's")
-    if cfg.preset not in PRESETS:
-        raise UserError(f"--preset={cfg.preset}: expected one of {', '.join(PRESETS)}")
-    defaults = TrainConfig()
-    for key, value in PRESETS[cfg.preset].items():
-        if key not in explicit and getattr(cfg, key) == getattr(defaults, key):
-            setattr(cfg, key, value)
-    cfg.min_lr = cfg.min_lr or cfg.lr / 10
-    cfg.device = cfg.device or ("cuda" if cuda else "cpu")
-    cfg.dtype = cfg.dtype or ("bfloat16" if cfg.device == "cuda" or cpu_has_bf16() else "float32")
-    cfg.out = cfg.out or f"out/{cfg.mode}-{cfg.preset}"
-    validate(cfg)
-    return cfg, explicit, why
-
-
-def validate(cfg: TrainConfig):
-    if cfg.mode not in M.MODES:
-        raise UserError(f"--mode={cfg.mode}: expected one of {', '.join(M.MODES)}")
-    for key in ("seq_len", "d_model", "n_layers", "n_heads", "pred_dim", "pred_depth",
-                "batch_size", "max_steps", "log_every", "ckpt_every", "num_pred_masks"):
-        if getattr(cfg, key) <= 0:
-            raise UserError(f"--{key}={getattr(cfg, key)}: must be a positive integer")
-    for key in ("micro_batch", "min_keep", "warmup_steps", "skip_nonfinite"):
-        if getattr(cfg, key) < 0:
-            raise UserError(f"--{key}={getattr(cfg, key)}: must not be negative")
-    if cfg.lr <= 0 or cfg.max_flops < 0 or not 0 < cfg.mask_prob < 1:
-        raise UserError("--lr must be > 0, --max_flops >= 0 and 0 < --mask_prob < 1")
-    if cfg.d_model % cfg.n_heads or cfg.pred_dim % cfg.n_heads:
-        raise UserError(f"--d_model={cfg.d_model} and --pred_dim={cfg.pred_dim} must be "
-                        f"divisible by --n_heads={cfg.n_heads}")
-    for key, n in (("target_scale", 2), ("context_scale", 2), ("betas", 2), ("ema_momentum", 2)):
-        v = getattr(cfg, key)
-        if len(v) != n or not all(0 <= x <= 1 for x in v) or v[0] > v[1] and key != "betas":
-            raise UserError(f"--{key}={','.join(map(str, v))}: expected two numbers "
-                            "lo,hi in [0, 1]")
-    if cfg.device not in ("cpu", "cuda") or cfg.dtype not in ("float32", "bfloat16"):
-        raise UserError(f"--device={cfg.device} --dtype={cfg.dtype}: expected cpu|cuda and "
-                        "float32|bfloat16")
-    if cfg.compile not in ("true", "false", "auto"):
-        raise UserError(f"--compile={cfg.compile}: expected true, false or auto")
-    if cfg.jepa_context not in ("corrupted", "clean"):
-        raise UserError(f"--jepa_context={cfg.jepa_context}: expected corrupted or clean")
-    try:
-        M.parse_lambda_mode(cfg.lambda_mode)
-    except ValueError as e:
-        raise UserError(f"--{e}") from None
-
-
-def model_config(cfg: TrainConfig, vocab_size: int) -> M.ModelConfig:
-    return M.ModelConfig(vocab_size=vocab_size, **{f.name: getattr(cfg, f.name)
-                                                   for f in dataclasses.fields(M.ModelConfig)
-                                                   if f.name != "vocab_size"})
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -177,29 +53,79 @@ def momentum_at(step: int, cfg: TrainConfig, total: int) -> float:
 
 # ----------------------------------------------------------------------------- batches
 
-def make_batch(rows, step: int, cfg: TrainConfig, specials: dict, vocab_size: int):
-    """The global batch of a step: rows plus both corruptions, each from its own seeded stream,
-    so the MLM masks of a step are identical in every mode (arms differ only in their loss)."""
-    tokens = torch.from_numpy(data.batch_rows(rows, step, cfg.batch_size, cfg.seed))
+def make_batch(rows, step: int, cfg: TrainConfig, specials: dict, vocab_size: int,
+               rank: int = 0, world: int = 1):
+    """This process's share (rows rank*B/world ... of B = batch_size) of a step's global batch:
+    rows plus both corruptions, each from its own seeded stream, so the MLM masks of a step are
+    identical in every mode (arms differ only in their loss) and the shares of all processes,
+    stacked, are exactly the one-process batch. A pure function of (seed, step, rank, world)."""
+    share = cfg.batch_size // world
+    lo, hi = rank * share, (rank + 1) * share
+    tokens = torch.from_numpy(data.batch_rows(rows, step, cfg.batch_size, cfg.seed, lo, hi))
     corrupted, mlm_pos, mlm_labels = masks.mlm_corrupt(
         tokens, list(specials.values()), specials["mask"], vocab_size,
-        masks.step_generator(cfg.seed, step, 0), cfg.mask_prob)
-    context_idx, target_idx = masks.jepa_masks(
+        masks.step_generator(cfg.seed, step, 0), cfg.mask_prob, rows=(lo, cfg.batch_size))
+    context_idx, target_idx = masks.jepa_masks(  # whole batch: the context size is its minimum
         cfg.batch_size, cfg.seq_len, masks.step_generator(cfg.seed, step, 1), cfg.target_scale,
         cfg.context_scale, cfg.num_pred_masks, cfg.min_keep)
     return dict(tokens=tokens, corrupted=corrupted, mlm_pos=mlm_pos, mlm_labels=mlm_labels,
-                context_idx=context_idx, target_idx=target_idx)
+                context_idx=context_idx[lo:hi].contiguous(),
+                target_idx=target_idx[lo:hi].contiguous())
 
 
-def batch_flops(mcfg: M.ModelConfig, batch) -> int:
-    return M.step_flops(mcfg, batch["tokens"].shape[0], batch["context_idx"].shape[1],
+class Prefetcher:
+    """Builds the batches of steps start, start+1, ... in a background thread, `depth` ahead (on
+    CUDA into pinned memory), so the device never waits for the host. Batches are a pure function
+    of the step, so what comes out is exactly make_batch(step) in order, however the threads run."""
+
+    def __init__(self, build, start: int, stop: int, pin: bool, depth: int = 2):
+        self.queue, self.done = queue.Queue(maxsize=depth), threading.Event()
+        self.thread = threading.Thread(target=self._work, args=(build, start, stop, pin),
+                                       daemon=True)
+        self.thread.start()
+
+    def _work(self, build, start, stop, pin):
+        try:
+            for step in range(start, stop):
+                batch = build(step)
+                if pin:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                if not self._put((step, batch)):
+                    return
+        except BaseException as e:  # handed to the training thread, raised there
+            self._put((None, e))
+
+    def _put(self, item) -> bool:
+        while not self.done.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def next(self):
+        step, batch = self.queue.get()
+        if step is None:
+            raise batch
+        return step, batch
+
+    def close(self):
+        self.done.set()
+        self.thread.join()
+
+
+def batch_flops(mcfg: M.ModelConfig, batch, batch_size: int) -> int:
+    """FLOPs of a step of the global batch (batch_size rows) with this batch's mask sizes."""
+    return M.step_flops(mcfg, batch_size, batch["context_idx"].shape[1],
                         batch["target_idx"].shape[1], batch["mlm_pos"].shape[1])
 
 
 def plan_steps(cfg: TrainConfig, mcfg: M.ModelConfig, specials, vocab_size, rows) -> tuple:
     """(total steps, mean FLOPs per step). With max_flops the step count is the budget divided by
     the mean cost of the first 64 steps' actual masks (mask sizes vary a little per step)."""
-    sample = [batch_flops(mcfg, make_batch(rows, s, cfg, specials, vocab_size)) for s in range(64)]
+    sample = [batch_flops(mcfg, make_batch(rows, s, cfg, specials, vocab_size), cfg.batch_size)
+              for s in range(64)]
     per_step = float(np.mean(sample))
     if cfg.max_flops > 0:
         return max(1, int(cfg.max_flops // per_step)), per_step
@@ -208,28 +134,24 @@ def plan_steps(cfg: TrainConfig, mcfg: M.ModelConfig, specials, vocab_size, rows
 
 # ----------------------------------------------------------------------------- device helpers
 
-NVIDIA_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "B200": 2250e12, "A100": 312e12,
-                    "A10": 125e12, "L4": 121e12, "L40": 181e12, "4090": 165e12, "3090": 71e12}
+NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets
+    "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "B200": 2250e12,
+    "A100": 312e12, "A10": 125e12, "L4": 121e12, "L40": 181e12, "L40S": 362e12,
+    "4090": 165e12, "3090": 71e12}
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 dot products (AVX512-BF16 or AMX, read from Linux's /proc/cpuinfo): there a
-    bf16-autocast tiny step ran 1.25-1.4x faster than fp32 (README, Performance); elsewhere bf16 is
-    emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+def nvidia_peak(name: str) -> float:
+    """Peak of a device name as torch reports it ("NVIDIA H100 PCIe"): the longest table key in
+    it wins, so an "L40S" is not an "L40" and an "H100 PCIe" is not an SXM "H100"; 0 if unknown."""
+    return next((NVIDIA_BF16_PEAK[k] for k in sorted(NVIDIA_BF16_PEAK, key=len, reverse=True)
+                 if k in name), 0.0)
 
 
 def device_peak_flops(device: str, dtype: str) -> float:
     """Dense peak FLOP/s: NVIDIA's datasheet for bf16 (TF32 fp32 is half of it), or on CPU a
     matmul measured now for the dtype (the best of ten 1024^3 products after warm-up)."""
     if device == "cuda":
-        name = torch.cuda.get_device_name()
-        peak = next((NVIDIA_BF16_PEAK[k] for k in sorted(NVIDIA_BF16_PEAK, key=len, reverse=True)
-                     if k in name), 0.0)  # longest match first: "L40S" is an L40, not an L4
+        peak = nvidia_peak(torch.cuda.get_device_name())
         return peak if dtype == "bfloat16" else peak / 2
     dt = getattr(torch, dtype)
     a, b = torch.randn(1024, 1024, dtype=dt), torch.randn(1024, 1024, dtype=dt)
@@ -328,6 +250,21 @@ def pick_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
+def set_deterministic(cfg: TrainConfig):
+    """--deterministic=true: same seed, same bits. The one nondeterministic kernel of a compiled
+    CPU step is Inductor's token-embedding backward, a parallel loop of atomic adds into the
+    gradient rows (the order of the adds, and so the rounding, depends on thread timing); torch's
+    deterministic mode makes Inductor fall back to ATen's ordered index_put/scatter there. On CUDA
+    it also needs cuBLAS's fixed workspace and Inductor's deterministic mode (no autotuning by
+    timing); the CUDA claim is unverified (README, Reproducibility). Global to the process."""
+    on = cfg.deterministic == "true"
+    if on and cfg.device == "cuda":
+        import torch._inductor.config as inductor_config
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first matmul
+        inductor_config.deterministic = True
+    torch.use_deterministic_algorithms(on)
+
+
 def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:
     device = pick_device(cfg)
     micro = cfg.micro_batch or cfg.batch_size // world
@@ -336,6 +273,7 @@ def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) 
         raise UserError(f"--batch_size={cfg.batch_size} must equal processes ({world}) x "
                         f"--micro_batch ({micro}) x an integer")
     mcfg = model_config(cfg, vocab_size)
+    set_deterministic(cfg)
     torch.manual_seed(cfg.seed)
     raw = M.PredictReconstruct(mcfg).to(device)
     decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
@@ -362,11 +300,10 @@ def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = Fa
     for group in opt.param_groups:
         group["lr"] = lr_at(step, cfg, total)
     stats = {}
-    for i in range(run.accum):
-        lo = (run.rank * run.accum + i) * run.micro
-        part = {k: v[lo:lo + run.micro] for k, v in batch.items()}
-        if run.device.type == "cuda":  # pinned host memory: the copy overlaps the GPU's work
-            part = {k: v.pin_memory().to(run.device, non_blocking=True) for k, v in part.items()}
+    for i in range(run.accum):  # batch: this process's share (make_batch with its rank)
+        part = {k: v[i * run.micro:(i + 1) * run.micro] for k, v in batch.items()}
+        if run.device.type == "cuda":  # from pinned memory (Prefetcher): overlaps the GPU's work
+            part = {k: v.to(run.device, non_blocking=True) for k, v in part.items()}
         if run.compiled:  # mask sizes vary per step: compile them as dynamic once
             torch._dynamo.mark_dynamic(part["context_idx"], 1)
             torch._dynamo.mark_dynamic(part["target_idx"], 1)
@@ -385,6 +322,11 @@ def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = Fa
     opt.found_inf = bad.float()
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if run.raw.balanced:  # lambda_mode=balanced: L(0) from the first step's global batch
+        losses = torch.stack([stats["loss_jepa"], stats["loss_mlm"]]) / run.world
+        if run.world > 1:
+            dist.all_reduce(losses)
+        run.raw.observe_losses(losses, bad)
     if run.raw.target_encoder is not None:
         M.ema_update(run.raw.target_encoder, run.raw.encoder, momentum_at(step, cfg, total))
     return stats, grad_norm, bad
@@ -470,62 +412,100 @@ def main(argv):
     nan = torch.tensor(float("nan"), device=device)
     step_t = torch.tensor(float(step), device=device)  # the step, without a host->device copy
     log_file = open_log(out / "log.jsonl", step) if rank == 0 else None
+    prefetch = Prefetcher(lambda s: make_batch(rows, s, cfg, specials, vocab_size, rank, world),
+                          step, total, pin=device.type == "cuda")
     t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
-    while step < total:
-        batch = make_batch(rows, step, cfg, specials, vocab_size)
-        stats, grad_norm, bad = train_step(run, batch, step, total, step == cfg.inject_nan_at)
-        bad_steps += bad
-        first_bad.copy_(torch.where(bad & (first_bad[0] < 0), torch.stack(
-            [step_t, stats["loss"], stats.get("loss_jepa", nan), stats.get("loss_mlm", nan)]),
-            first_bad))
-        step_t += 1
-        step += 1
-        steps_window += 1
-        flops_done += batch_flops(mcfg, batch)
-        tokens_done += cfg.batch_size * cfg.seq_len
-        if world > 1:  # agree on a stop signal: one process may have received it alone
-            flag = torch.tensor([len(stop_signal)], dtype=torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=flag_group)
-            if flag.item() and not stop_signal:
-                stop_signal.append(signal.SIGTERM)
-        if step % cfg.log_every == 0 or step in (1, total) or stop_signal:
-            check_finite()
-            if world > 1:  # SUM then divide: gloo has no AVG
-                for v in stats.values():
-                    dist.all_reduce(v)
-                    v /= world
-            elapsed = time.perf_counter() - t_window
-            tok_s = steps_window * cfg.batch_size * cfg.seq_len / elapsed
-            rec = dict(step=step, **{k: round(v.item(), 6) for k, v in stats.items()},
-                       lr=lr_at(step - 1, cfg, total), momentum=momentum_at(step - 1, cfg, total),
-                       grad_norm=round(grad_norm.item(), 4), tokens_per_s=round(tok_s, 1),
-                       mfu=round(mfu(steps_window * flops_per_step, elapsed, peak), 4),
-                       flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
-                       elapsed=round(time.perf_counter() - t_start, 2))
-            rec.update(collapse(raw, batch["tokens"][:8].to(device), run.autocast()))
-            if rank == 0:
-                log_file.write(json.dumps(rec) + "\n")
-                log_file.flush()
-                eta = (total - step) * elapsed / steps_window
-                parts = [f"{k} {rec[k]:.4f}" for k in ("loss", "loss_jepa", "loss_mlm", "lam")
-                         if k in rec]
-                print(f"step {step}/{total} | " + " | ".join(parts) + f" | lr {rec['lr']:.2e} | "
-                      f"{tok_s:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | rankme "
-                      f"{rec['rankme']:.1f} | ETA {eta / 60:.1f}m", flush=True)
-            t_window, steps_window = time.perf_counter(), 0
-        if step % cfg.ckpt_every == 0 or step == total or stop_signal:
-            check_finite()
-            checkpoint()
-        if stop_signal:
-            print(f"stopped by signal {stop_signal[0]} at step {step}; checkpoint written; "
-                  f"continue with --resume --out={out}", file=sys.stderr)
-            return EXIT_SIGNALLED + stop_signal[0]
+    t_ckpt, start_step, stopping, compile_info = time.perf_counter(), step, False, {}
+    try:
+        while step < total:
+            _, batch = prefetch.next()
+            stats, grad_norm, bad = train_step(run, batch, step, total,
+                                               step == cfg.inject_nan_at)
+            bad_steps += bad
+            first_bad.copy_(torch.where(bad & (first_bad[0] < 0), torch.stack(
+                [step_t, stats["loss"], stats.get("loss_jepa", nan),
+                 stats.get("loss_mlm", nan)]), first_bad))
+            step_t += 1
+            step += 1
+            steps_window += 1
+            flops_done += batch_flops(mcfg, batch, cfg.batch_size)
+            tokens_done += cfg.batch_size * cfg.seq_len
+            if step == start_step + 1 and run.compiled:
+                compile_info = compile_report(rank)  # logged with the next log line
+            at_log = step % cfg.log_every == 0 or step in (1, total)
+            ckpt_due = 0 < 60 * cfg.ckpt_minutes <= time.perf_counter() - t_ckpt
+            if world == 1:
+                stopping = bool(stop_signal)
+            elif at_log:  # agree on a stop signal and a timed checkpoint, at log steps only
+                flags = torch.tensor([len(stop_signal), ckpt_due], dtype=torch.int32)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=flag_group)
+                stopping, ckpt_due = bool(flags[0]), bool(flags[1])
+            else:
+                ckpt_due = False  # a rank's own clock alone must not make it checkpoint
+            if at_log or stopping:
+                check_finite()
+                if world > 1:  # SUM then divide: gloo has no AVG
+                    for v in stats.values():
+                        dist.all_reduce(v)
+                        v /= world
+                elapsed = time.perf_counter() - t_window
+                tok_s = steps_window * cfg.batch_size * cfg.seq_len / elapsed
+                rec = dict(step=step, **{k: round(v.item(), 6) for k, v in stats.items()},
+                           lr=lr_at(step - 1, cfg, total),
+                           momentum=momentum_at(step - 1, cfg, total),
+                           grad_norm=round(grad_norm.item(), 4), tokens_per_s=round(tok_s, 1),
+                           # each process does 1/world of the step's FLOPs on its own device
+                           mfu=round(mfu(steps_window * flops_per_step / world, elapsed, peak), 4),
+                           flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
+                           elapsed=round(time.perf_counter() - t_start, 2))
+                if step % cfg.collapse_every == 0 or step in (1, total):
+                    rec.update(collapse(raw, batch["tokens"][:8].to(device), run.autocast()))
+                rec.update(compile_info)
+                compile_info = {}
+                if rank == 0:
+                    log_file.write(json.dumps(rec) + "\n")
+                    log_file.flush()
+                    eta = (total - step) * elapsed / steps_window
+                    parts = [f"{k} {rec[k]:.4f}" for k in ("loss", "loss_jepa", "loss_mlm", "lam")
+                             if k in rec] + ([f"rankme {rec['rankme']:.1f}"] if "rankme" in rec
+                                             else [])
+                    print(f"step {step}/{total} | " + " | ".join(parts) + f" | lr {rec['lr']:.2e}"
+                          f" | {tok_s:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
+                          f"ETA {eta / 60:.1f}m", flush=True)
+                t_window, steps_window = time.perf_counter(), 0
+            if step % cfg.ckpt_every == 0 or step == total or stopping or ckpt_due:
+                check_finite()
+                checkpoint()
+                t_ckpt = time.perf_counter()
+            if stopping:
+                print(f"stopped by signal {(stop_signal or [signal.SIGTERM])[0]} at step {step}; "
+                      f"checkpoint written; continue with --resume --out={out}", file=sys.stderr)
+                return EXIT_SIGNALLED + (stop_signal or [signal.SIGTERM])[0]
+    finally:
+        prefetch.close()
     if rank == 0:
         print(f"done: {step} steps, {flops_done:.3e} FLOPs, {tokens_done:,} tokens, "
               f"{(time.perf_counter() - t_start) / 60:.1f} min -> {out / 'ckpt.pt'}")
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def compile_report(rank: int) -> dict:
+    """After the first compiled step: how many frames fell back to eager (a failed compilation
+    under --compile=auto) or broke into pieces (graph breaks); printed, and logged once."""
+    from torch._dynamo.utils import counters
+    frames = counters["frames"]
+    info = dict(compile_fallbacks=frames["total"] - frames["ok"],
+                graph_breaks=sum(counters["graph_break"].values()),
+                graphs=counters["stats"]["unique_graphs"])
+    if rank == 0 and (info["compile_fallbacks"] or info["graph_breaks"]):
+        print(f"warning: torch.compile: {info['compile_fallbacks']} of {frames['total']} frames "
+              f"fell back to eager and {info['graph_breaks']} graph breaks (warnings above): "
+              "this run is partly eager", file=sys.stderr, flush=True)
+    elif rank == 0:
+        print(f"compiled: {info['graphs']} graphs, no fallback, no graph break", flush=True)
+    return info
 
 
 def open_log(path: Path, step: int):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import config
 import data
 import model as M
 import train
@@ -49,7 +50,9 @@ def test_each_mode_learns_the_synthetic_corpus(run_train, mode):
     assert [r["step"] for r in log] == [1] + list(range(5, 45, 5))
     first, last = log[0]["loss"], log[-1]["loss"]  # step 1 logs the untrained model's loss
     assert last < 0.75 * first, f"{mode}: loss {first:.3f} -> {last:.3f}"
-    assert all(r["flops"] > 0 and r["tokens_per_s"] > 0 and "rankme" in r for r in log)
+    assert all(r["flops"] > 0 and r["tokens_per_s"] > 0 for r in log)
+    # collapse signals every --collapse_every=100 steps, and at the first and last step
+    assert [r["step"] for r in log if "rankme" in r] == [1, 40]
     if mode == "hybrid":
         assert abs(log[-1]["lam"] - 0.5) > 1e-3, "the learned lambda moves"
         assert {"loss_jepa", "loss_mlm"} <= set(log[-1])
@@ -109,6 +112,76 @@ def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch, dtype):
     assert read_log(resumed)[-1]["loss"] < 0.9 * read_log(resumed)[0]["loss"]
 
 
+# What a user gets without flags: --compile=auto (Inductor on CPU), bf16 autocast where the CPU
+# has bf16 instructions, --deterministic=auto (true on CPU). Two threads: with one, the compiled
+# embedding backward's atomic adds happen in one order anyway and the test could not fail.
+DEFAULT_ARGS = [a for a in TINY_ARGS if not a.startswith(("--compile=", "--dtype="))]
+
+
+@pytest.fixture
+def default_run(corpus_env, monkeypatch, tmp_path):
+    corpus, data_dir = corpus_env
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch._dynamo.reset()
+
+    def run(*args, out):
+        return train.main(DEFAULT_ARGS + [f"--corpus={corpus}", f"--out={tmp_path / out}",
+                                          "--mode=hybrid", "--max_steps=20", "--ckpt_every=5",
+                                          *args]), tmp_path / out
+    yield run
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+
+
+def assert_same_bits(a: Path, b: Path):
+    ca, cb = M.load_checkpoint(a / "ckpt.pt"), M.load_checkpoint(b / "ckpt.pt")
+    assert ca["step"] == cb["step"]
+    for part in ("model", "optimizer"):
+        fa, fb = flat_tensors(ca[part]), flat_tensors(cb[part])
+        assert fa.keys() == fb.keys()
+        for key in fa:
+            assert torch.equal(fa[key], fb[key]), f"{part} {key}"
+    assert [r["loss"] for r in read_log(a)] == [r["loss"] for r in read_log(b)]
+
+
+def flat_tensors(tree, prefix="") -> dict:
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) \
+        if isinstance(tree, (list, tuple)) else []
+    return {k: v for key, sub in items for k, v in flat_tensors(sub, f"{prefix}/{key}").items()}
+
+
+@pytest.mark.faults
+def test_the_default_configuration_is_bit_reproducible_and_resumes_exactly(default_run,
+                                                                          monkeypatch):
+    code, straight = default_run(out="straight")
+    assert code == 0
+    conf = json.loads((straight / "config.json").read_text())["config"]
+    assert (conf["compile"], conf["deterministic"]) == ("auto", "true")
+    assert conf["dtype"] == ("bfloat16" if config.cpu_has_bf16() else "float32")
+    first = read_log(straight)[0]
+    assert first["graphs"] >= 1 and first["compile_fallbacks"] == 0, "Inductor really compiled"
+    # A second run of the same seed, crashed after its checkpoint at step 10 and resumed: it ends
+    # with the same bits only if both its halves repeat the straight run's bits.
+    real_step = train.train_step
+
+    def crash_at_13(run, batch, step, *a):
+        if step == 13:
+            raise RuntimeError("simulated crash")
+        return real_step(run, batch, step, *a)
+    monkeypatch.setattr(train, "train_step", crash_at_13)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        default_run(out="crashed")
+    monkeypatch.setattr(train, "train_step", real_step)
+    assert M.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 10
+    code, resumed = default_run("--resume", out="crashed")
+    assert code == 0
+    assert_same_bits(straight, resumed)
+
+
 def test_gradient_accumulation_matches_one_big_batch(run_train):
     _, whole = run_train("--mode=hybrid", "--max_steps=10", out="whole")
     _, accum = run_train("--mode=hybrid", "--max_steps=10", "--micro_batch=4", out="accum")
@@ -163,6 +236,9 @@ def test_skip_nonfinite_skips_the_bad_step(run_train):
     (["--warmup_steps=-1"], "--warmup_steps=-1: must not be negative"),
     (["--lambda_mode=fixed:2"], "lambda_mode"),
     (["--d_model=33"], "divisible by --n_heads"),
+    (["--deterministic=maybe"], "--deterministic=maybe: expected true, false or auto"),
+    (["--ckpt_minutes=-1"], "--ckpt_minutes=-1: must not be negative"),
+    (["--collapse_every=0"], "--collapse_every=0: must be a positive integer"),
 ])
 def test_bad_flags_name_the_key(args, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace("+", r"\+")):
@@ -219,7 +295,7 @@ def test_a_full_disk_under_any_atomic_write_names_the_file_and_leaves_nothing(tm
                                                     (False, False, "float32"),
                                                     (False, True, "bfloat16")])
 def test_default_dtype_is_bf16_only_where_it_is_fast(monkeypatch, native, cuda, expected):
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: native)
     cfg, _, _ = train.resolve_config(["--mode=mlm"], cuda=cuda)
     assert cfg.dtype == expected
     assert train.resolve_config(["--mode=mlm", "--dtype=float32"], cuda=cuda)[0].dtype == "float32"
@@ -261,3 +337,57 @@ def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monke
     with pytest.raises(Exception, match="no C\\+\\+ compiler"):
         run_train("--mode=mlm", "--max_steps=5", "--compile=true", out="strict")
     torch._dynamo.reset()
+
+
+def test_make_probe_looks_where_make_pretrain_writes():
+    """One rule for the default preset (config.default_preset): train.py's run folder and the
+    Makefile's default CKPT agree, on this machine and on a CUDA one."""
+    cuda = torch.cuda.is_available()
+    dry = subprocess.run(["make", "-s", "-n", "probe", "MODE=mlm", f"PY={sys.executable}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert f"--ckpt={train.resolve_config(['--mode=mlm'], cuda=cuda)[0].out}/ckpt.pt" in dry.stdout
+    assert train.resolve_config(["--mode=mlm"], cuda=True)[0].out == "out/mlm-small"
+    assert config.default_preset(True) == "small" and config.default_preset(False) == "tiny"
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12),
+                                        ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+                                        ("NVIDIA L40S", 362e12), ("NVIDIA L40", 181e12),
+                                        ("NVIDIA L4", 121e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                                        ("Some Future GPU", 0.0)])
+def test_gpu_peak_table_takes_the_most_specific_name(name, peak):
+    assert train.nvidia_peak(name) == peak
+
+
+def test_prefetched_batches_are_the_batches_of_their_steps(corpus_env, monkeypatch):
+    corpus, data_dir = corpus_env
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    cfg, _, _ = train.resolve_config(TINY_ARGS + [f"--corpus={corpus}", "--mode=hybrid"], False)
+    tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
+    specials, vocab = data.special_ids(tok), tok.get_vocab_size()
+    rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
+    whole = {s: train.make_batch(rows, s, cfg, specials, vocab) for s in range(7, 13)}
+    for rank, world in ((0, 1), (0, 2), (1, 2)):  # a resume at step 7, one or two processes
+        pre = train.Prefetcher(lambda s: train.make_batch(rows, s, cfg, specials, vocab, rank,
+                                                          world), 7, 13, pin=False)
+        share = cfg.batch_size // world
+        for expected in range(7, 13):
+            step, batch = pre.next()
+            assert step == expected
+            for k, v in whole[step].items():
+                assert torch.equal(batch[k], v[rank * share:(rank + 1) * share]), (k, rank)
+        pre.close()
+    # a failure in the worker is raised in the training thread
+    pre = train.Prefetcher(lambda s: 1 / 0, 0, 3, pin=False)
+    with pytest.raises(ZeroDivisionError):
+        pre.next()
+    pre.close()
+
+
+def test_checkpoints_can_be_paced_in_minutes(run_train):
+    code, out = run_train("--mode=mlm", "--max_steps=6", "--ckpt_every=1000",
+                          "--ckpt_minutes=1e-9", out="timed")
+    assert code == 0
+    # due at every step: the one before the last survives as ckpt-prev.pt
+    assert M.load_checkpoint(out / "ckpt-prev.pt")["step"] == 5
