@@ -20,7 +20,7 @@ comma  := ,
 empty  :=
 space  := $(empty) $(empty)
 
-.PHONY: test faults pretrain probe analyze paper bench smoke clean-venv
+.PHONY: test faults pretrain probe analyze paper bench gpu-check smoke clean-venv
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ paper: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
+
+# The GPU path in one command (~5 min on one H100): PASS/FAIL table + out/gpu-check.json; every
+# check is SKIP on a machine without CUDA.
+gpu-check: $(VENV)/.installed
+	$(PY) gpu_check.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
 # The whole pipeline (pre-train both arms, probe, analyse, report) on a generated corpus and
 # fixture tasks (12 s on a 2-core CPU): tests/test_paper.py's smoke test.

@@ -29,6 +29,7 @@ class BenchConfig:
     modes: tuple[str, ...] = ("mlm", "jepa", "hybrid")
     dtype: str = ""                 # float32 | bfloat16; empty = train.py's default
     compile: str = "auto"           # true | false | auto (train.py's default)
+    deterministic: str = "auto"     # true | false | auto (train.py's default: true on CPU)
     batch_size: int = 0             # 0 = the preset's
     vocab_size: int = 30522         # bert-base-uncased
     steps: int = 5                  # timed steps per repeat
@@ -60,14 +61,15 @@ def compiled_graphs() -> int:
 
 
 def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
-    args = [f"--mode={mode}", f"--preset={bc.preset}", f"--compile={bc.compile}"]
+    args = [f"--mode={mode}", f"--preset={bc.preset}", f"--compile={bc.compile}",
+            f"--deterministic={bc.deterministic}"]
     args += [f"--dtype={bc.dtype}"] if bc.dtype else []
     args += [f"--batch_size={bc.batch_size}"] if bc.batch_size else []
     cfg, _, _ = train.resolve_config(args + (QUICK_ARGS if bc.quick else []),
                                      torch.cuda.is_available())
     run = train.build_run(cfg, bc.vocab_size)
     rows = synthetic_rows(max(4 * cfg.batch_size, 64), cfg.seq_len, bc.vocab_size)
-    total = bc.warmup + bc.steps * bc.repeats
+    total = bc.warmup + bc.steps * (bc.repeats + 1) + 1
     batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size) for s in range(total)]
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -84,6 +86,8 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
         sync(run.device)
         times.append((time.perf_counter() - t) / bc.steps)
     seconds = statistics.median(times)
+    host = host_time(rows, cfg, bc.vocab_size, total)
+    with_prefetch = prefetched_step_time(run, rows, cfg, bc, step, total)
     key = (cfg.device, cfg.dtype)
     if key not in peak_cache:
         peak_cache[key] = train.device_peak_flops(cfg.device, cfg.dtype)
@@ -98,7 +102,47 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 flops_per_step=flops, flops_per_token=flops / (cfg.batch_size * cfg.seq_len),
                 peak_flops=peak_cache[key], mfu=round(train.mfu(flops, seconds, peak_cache[key]), 4),
                 peak_memory_bytes=memory,
-                recompiles_after_warmup=compiled_graphs() - graphs_after_warmup)
+                recompiles_after_warmup=compiled_graphs() - graphs_after_warmup,
+                deterministic=cfg.deterministic == "true",
+                host_ms_per_step=round(1000 * host, 2),
+                ms_per_step_prefetched=round(1000 * with_prefetch, 2),
+                **compile_problems())
+
+
+def host_time(rows, cfg, vocab_size: int, total: int) -> float:
+    """Median seconds to build one step's batch on the host (rows, MLM and JEPA masks)."""
+    times = []
+    for step in range(total, total + 8):
+        t = time.perf_counter()
+        train.make_batch(rows, step, cfg, BERT_SPECIALS, vocab_size)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def prefetched_step_time(run, rows, cfg, bc: BenchConfig, start: int, total: int) -> float:
+    """Seconds per step of the loop as train.py runs it (batches built by the Prefetcher thread
+    while the step runs): about ms_per_step when the host work is hidden, + host time if not."""
+    pre = train.Prefetcher(lambda s: train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size),
+                           start, start + bc.steps + 1, pin=run.device.type == "cuda")
+    try:
+        step, batch = pre.next()
+        train.train_step(run, batch, step, total)  # the queue fills while this runs
+        sync(run.device)
+        t = time.perf_counter()
+        for _ in range(bc.steps):
+            step, batch = pre.next()
+            train.train_step(run, batch, step, total)
+        sync(run.device)
+        return (time.perf_counter() - t) / bc.steps
+    finally:
+        pre.close()
+
+
+def compile_problems() -> dict:
+    """Frames that fell back to eager and graph breaks so far (0 and 0 when compiling works)."""
+    counters = torch._dynamo.utils.counters
+    return dict(compile_fallbacks=counters["frames"]["total"] - counters["frames"]["ok"],
+                graph_breaks=sum(counters["graph_break"].values()))
 
 
 @torch.inference_mode()
@@ -158,7 +202,11 @@ def main(argv):
               f"{r['ms_per_step']:8.1f} ms/step  {r['tokens_per_s']:9,.0f} tok/s  "
               f"{r['flops_per_token'] / 1e6:6.1f} MFLOP/token  MFU {100 * r['mfu']:5.1f}% of "
               f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s  peak mem {r['peak_memory_bytes'] / 2**20:,.0f}"
-              f" MiB  recompiles {r['recompiles_after_warmup']}")
+              f" MiB  recompiles {r['recompiles_after_warmup']}  graph breaks "
+              f"{r['graph_breaks']}  fallbacks {r['compile_fallbacks']}")
+        print(f"{'':>6} host {r['host_ms_per_step']:.1f} ms/step to build a batch; with the "
+              f"prefetch thread {r['ms_per_step_prefetched']:.1f} ms/step"
+              f"{' deterministic' if r['deterministic'] else ''}")
     if report["hybrid_over_mlm"]:
         print(f"hybrid / mlm step cost: {report['hybrid_over_mlm']:.2f}x")
     print(f"feature extraction: {report['features']['sentences_per_s']:,.0f} sentences/s "

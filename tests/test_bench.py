@@ -11,7 +11,9 @@ import train
 ROOT = Path(__file__).resolve().parents[1]
 MODE_FIELDS = {"mode", "device", "dtype", "compiled", "batch_size", "seq_len", "ms_per_step",
                "ms_per_step_repeats", "tokens_per_s", "flops_per_step", "flops_per_token",
-               "peak_flops", "mfu", "peak_memory_bytes", "recompiles_after_warmup"}
+               "peak_flops", "mfu", "peak_memory_bytes", "recompiles_after_warmup",
+               "deterministic", "host_ms_per_step", "ms_per_step_prefetched",
+               "compile_fallbacks", "graph_breaks"}
 
 
 def test_mfu_is_achieved_flops_over_peak():
@@ -29,6 +31,8 @@ def test_quick_bench_reports_every_field():
     for m in report["modes"]:
         assert MODE_FIELDS <= set(m)
         assert m["ms_per_step"] > 0 and 0 < m["mfu"] < 1 and m["peak_memory_bytes"] > 0
+        assert m["host_ms_per_step"] > 0 and m["ms_per_step_prefetched"] > 0
+        assert m["deterministic"] and m["compile_fallbacks"] == m["graph_breaks"] == 0
         assert m["flops_per_token"] == pytest.approx(
             m["flops_per_step"] / (m["batch_size"] * m["seq_len"]))
     assert report["hybrid_over_mlm"] > 0 and report["features"]["sentences_per_s"] > 0
