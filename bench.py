@@ -9,6 +9,7 @@ datasheet on CUDA, and on CPU a matmul of the same dtype timed in the same run.
 import json
 import resource
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
@@ -110,12 +111,19 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
 
 
 def host_time(rows, cfg, vocab_size: int, total: int) -> float:
-    """Median seconds to build one step's batch on the host (rows, MLM and JEPA masks)."""
+    """Median seconds to build one step's batch on the host (rows, MLM and JEPA masks), in a
+    one-thread worker as the Prefetcher builds them."""
     times = []
-    for step in range(total, total + 8):
-        t = time.perf_counter()
-        train.make_batch(rows, step, cfg, BERT_SPECIALS, vocab_size)
-        times.append(time.perf_counter() - t)
+
+    def work():
+        torch.set_num_threads(1)
+        for step in range(total, total + 8):
+            t = time.perf_counter()
+            train.make_batch(rows, step, cfg, BERT_SPECIALS, vocab_size)
+            times.append(time.perf_counter() - t)
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
     return statistics.median(times)
 
 
