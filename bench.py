@@ -148,9 +148,8 @@ def prefetched_step_time(run, rows, cfg, bc: BenchConfig, start: int, total: int
 
 def compile_problems() -> dict:
     """Frames that fell back to eager and graph breaks so far (0 and 0 when compiling works)."""
-    counters = torch._dynamo.utils.counters
-    return dict(compile_fallbacks=counters["frames"]["total"] - counters["frames"]["ok"],
-                graph_breaks=sum(counters["graph_break"].values()))
+    counts = train.compile_counts()
+    return dict(compile_fallbacks=counts["compile_fallbacks"], graph_breaks=counts["graph_breaks"])
 
 
 @torch.inference_mode()

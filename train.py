@@ -4,8 +4,10 @@
     torchrun --nproc_per_node=8 train.py --mode=mlm --preset=small --max_flops=1e18
 
 Every schedule is a pure function of the step and every batch (rows and masks) a pure function of
-(seed, step), so a checkpoint only needs the step to resume exactly. The run folder holds
-config.json, log.jsonl and ckpt.pt (+ ckpt-prev.pt, the one before).
+(seed, step), so a checkpoint only needs the step to resume exactly; each process builds only its
+share of a batch, ahead of time in a background thread. With --deterministic (the CPU default)
+the same seed gives the same bits, compiled or not (README, Reproducibility). The run folder holds
+config.json, log.jsonl and ckpt.pt (+ ckpt-prev.pt, the one before). Flags and presets: config.py.
 """
 import contextlib
 import dataclasses
@@ -419,6 +421,7 @@ def main(argv):
                           step, total, pin=device.type == "cuda")
     t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
     t_ckpt, start_step, stopping, compile_info = time.perf_counter(), step, False, {}
+    compile_before = compile_counts()
     try:
         while step < total:
             _, batch = prefetch.next()
@@ -434,7 +437,7 @@ def main(argv):
             flops_done += batch_flops(mcfg, batch, cfg.batch_size)
             tokens_done += cfg.batch_size * cfg.seq_len
             if step == start_step + 1 and run.compiled:
-                compile_info = compile_report(rank)  # logged with the next log line
+                compile_info = compile_report(rank, compile_before)  # logged next
             at_log = step % cfg.log_every == 0 or step in (1, total)
             ckpt_due = 0 < 60 * cfg.ckpt_minutes <= time.perf_counter() - t_ckpt
             if world == 1:
@@ -494,17 +497,22 @@ def main(argv):
     return 0
 
 
-def compile_report(rank: int) -> dict:
-    """After the first compiled step: how many frames fell back to eager (a failed compilation
-    under --compile=auto) or broke into pieces (graph breaks); printed, and logged once."""
+def compile_counts() -> dict:
+    """Dynamo's counters so far: frames seen, frames that fell back to eager (a failed compilation
+    under --compile=auto), graph breaks, graphs."""
     from torch._dynamo.utils import counters
-    frames = counters["frames"]
-    info = dict(compile_fallbacks=frames["total"] - frames["ok"],
+    return dict(compile_frames=counters["frames"]["total"],
+                compile_fallbacks=counters["frames"]["total"] - counters["frames"]["ok"],
                 graph_breaks=sum(counters["graph_break"].values()),
                 graphs=counters["stats"]["unique_graphs"])
+
+
+def compile_report(rank: int, before: dict) -> dict:
+    """What the first compiled step did, printed and logged once: a partly eager run says so."""
+    info = {k: v - before[k] for k, v in compile_counts().items()}
     if rank == 0 and (info["compile_fallbacks"] or info["graph_breaks"]):
-        print(f"warning: torch.compile: {info['compile_fallbacks']} of {frames['total']} frames "
-              f"fell back to eager and {info['graph_breaks']} graph breaks (warnings above): "
+        print(f"warning: torch.compile: {info['compile_fallbacks']} of {info['compile_frames']} "
+              f"frames fell back to eager, {info['graph_breaks']} graph breaks (warnings above): "
               "this run is partly eager", file=sys.stderr, flush=True)
     elif rank == 0:
         print(f"compiled: {info['graphs']} graphs, no fallback, no graph break", flush=True)

@@ -324,7 +324,7 @@ def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_c
     assert r["compiled"] and r["recompiles_after_warmup"] == 0
 
 
-def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monkeypatch):
+def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monkeypatch, capsys):
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no C++ compiler")
     real = torch.compile
@@ -333,6 +333,9 @@ def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monke
     _, eager = run_train("--mode=mlm", "--max_steps=5", out="eager")
     _, auto = run_train("--mode=mlm", "--max_steps=5", "--compile=auto", out="auto")
     assert [r["loss"] for r in read_log(auto)] == [r["loss"] for r in read_log(eager)]
+    # ... and says so: printed, and logged with the first log line
+    assert "fell back to eager" in capsys.readouterr().err
+    assert read_log(auto)[0]["compile_fallbacks"] >= 1
     torch._dynamo.reset()  # Dynamo remembers the failed code: forget it, as a new process would
     with pytest.raises(Exception, match="no C\\+\\+ compiler"):
         run_train("--mode=mlm", "--max_steps=5", "--compile=true", out="strict")
