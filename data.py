@@ -224,6 +224,14 @@ def corpus_dir(corpus: str, tokenizer: str, seq_len: int) -> Path:
     return data_dir() / "tokens" / _slug(corpus) / tokenizer / f"seq{seq_len}"
 
 
+def local_corpora() -> list[str]:
+    """The named corpora whose text (or prepared tokens) is already in DATA_DIR: usable offline."""
+    root = data_dir()
+    here = [c for c in WIKITEXT_SHA256 if (root / f"{c}-raw" / "wiki.train.raw").is_file()]
+    here += ["enwiki"] if (root / ENWIKI).is_dir() else []
+    return [c for c in CORPORA if c in here or (root / "tokens" / c).is_dir()]
+
+
 def _corpus_files(corpus: str, split: str) -> tuple[list[Path], str]:
     """The files of a split, and their layout: wikitext | wikiextractor | blocks."""
     if corpus in WIKITEXT_SHA256:

@@ -350,12 +350,11 @@ def main(argv):
     elif (out / "ckpt.pt").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or "
                         "--out=DIR to start a new one")
-    tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
+    tok, rows = load_data(cfg, explicit)
     if ckpt is not None and ckpt["tokenizer"] != tok.to_str():
         raise UserError(f"--resume: the tokenizer {cfg.tokenizer} on disk differs from the one "
                         f"the run in {out} was trained with; restore it or start a new --out")
     specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
-    rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
     if world > 1:
         pick_device(cfg)
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
@@ -517,6 +516,20 @@ def compile_report(rank: int, before: dict) -> dict:
     elif rank == 0:
         print(f"compiled: {info['graphs']} graphs, no fallback, no graph break", flush=True)
     return info
+
+
+def load_data(cfg: TrainConfig, explicit: set):
+    """The tokenizer and the packed training rows. When the preset's corpus cannot be had (offline)
+    but another one is in DATA_DIR, the error says the command that works."""
+    try:
+        tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
+        return tok, data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
+    except UserError as e:
+        here = [c for c in data.local_corpora() if c != cfg.corpus]
+        if "corpus" in explicit or not here or cfg.corpus not in str(e):
+            raise
+        raise UserError(f"{e}; or train on a corpus that is in {data.data_dir()}: make pretrain "
+                        f"MODE={cfg.mode} CORPUS={here[0]} (train.py --corpus={here[0]})") from None
 
 
 def open_log(path: Path, step: int):
