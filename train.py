@@ -463,7 +463,7 @@ def main(argv):
                            mfu=round(mfu(steps_window * flops_per_step / world, elapsed, peak), 4),
                            flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
                            elapsed=round(time.perf_counter() - t_start, 2))
-                if step % cfg.collapse_every == 0 or step in (1, total):
+                if rank == 0 and (step % cfg.collapse_every == 0 or step in (1, total)):
                     rec.update(collapse(raw, batch["tokens"][:8].to(device), run.autocast()))
                 rec.update(compile_info)
                 compile_info = {}
