@@ -81,6 +81,20 @@ def test_optimizer_holds_only_what_the_mode_trains():
     assert all(p.dim() >= 2 for p in run.opt.param_groups[0]["params"])
 
 
+def crash_at(monkeypatch, crash_step: int, run, *args, **kw):
+    """run(*args, **kw) with a crash inside step `crash_step` (train_step raising there)."""
+    real_step = train.train_step
+
+    def crashing(r, batch, step, *a):
+        if step == crash_step:
+            raise RuntimeError("simulated crash")
+        return real_step(r, batch, step, *a)
+    monkeypatch.setattr(train, "train_step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(*args, **kw)
+    monkeypatch.setattr(train, "train_step", real_step)
+
+
 @pytest.mark.faults
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: autocast on the CPU
 def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch, dtype):
@@ -88,16 +102,8 @@ def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch, dtype):
     code, straight = run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
                                out="straight")
     assert code == 0
-    real_step = train.train_step
-
-    def crash_at_25(run, batch, step, *a):
-        if step == 25:
-            raise RuntimeError("simulated crash")
-        return real_step(run, batch, step, *a)
-    monkeypatch.setattr(train, "train_step", crash_at_25)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10", out="crashed")
-    monkeypatch.setattr(train, "train_step", real_step)
+    crash_at(monkeypatch, 25, run_train, "--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
+             out="crashed")
     assert M.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 20
     code, resumed = run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
                               "--resume", out="crashed")
@@ -166,16 +172,7 @@ def test_the_default_configuration_is_bit_reproducible_and_resumes_exactly(defau
     assert first["graphs"] >= 1 and first["compile_fallbacks"] == 0, "Inductor really compiled"
     # A second run of the same seed, crashed after its checkpoint at step 10 and resumed: it ends
     # with the same bits only if both its halves repeat the straight run's bits.
-    real_step = train.train_step
-
-    def crash_at_13(run, batch, step, *a):
-        if step == 13:
-            raise RuntimeError("simulated crash")
-        return real_step(run, batch, step, *a)
-    monkeypatch.setattr(train, "train_step", crash_at_13)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        default_run(out="crashed")
-    monkeypatch.setattr(train, "train_step", real_step)
+    crash_at(monkeypatch, 13, default_run, out="crashed")
     assert M.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 10
     code, resumed = default_run("--resume", out="crashed")
     assert code == 0
