@@ -1,15 +1,19 @@
 """Geometry of frozen sentence vectors (SPEC 4): metrics x poolings x GLUE dev sets x models, with
-bootstrap CIs and paired permutation tests -> analysis.json, report.md and figures.
+bootstrap CIs and paired tests of the differences between two sides (groups of runs), corrected
+for multiplicity -> analysis.json, report.md and figures.
 
     python analyze.py --runs=out/hybrid-tiny,out/mlm-tiny --tasks=sst2,stsb --pools=mean,max
+    python analyze.py --runs=a/hybrid-s0,a/hybrid-s1,a/mlm-s0,a/mlm-s1 --compare=hybrid/mlm
 
 Models: every run folder given (its mode read from config.json) and, unless --random=false, the
 random-weight encoder of the same preset (probe.py's). All are measured on one seeded subset of N
 dev examples per task. Vectors are pooled as probe.py pools them (weighted/attention poolers fitted
 on train); pair tasks use the first sentence's vector, and both for alignment. The definition of
-every metric and statistic is in DEFINITIONS and STATISTICS below, which analysis.json and
-report.md repeat. Nothing is fitted on the dev examples it is scored on. The same inputs give a
-bit-identical analysis.json: it holds no clock, and every random draw is seeded.
+every metric and statistic is in DEFINITIONS, STATISTICS and TESTS below (the formulas in
+stats.py), which analysis.json and report.md repeat. Nothing is fitted on the dev examples it is
+scored on. The same inputs give a bit-identical analysis.json: it holds no clock, and every
+random draw is seeded. It records the settings it was made with (provenance.py): paper.py reuses
+it only when they match exactly.
 """
 import os
 
@@ -29,7 +33,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import data  # noqa: E402
+import features as Fe  # noqa: E402
+import figures as F  # noqa: E402
 import probe as P  # noqa: E402
+import provenance as R  # noqa: E402
+import stats as S  # noqa: E402
 from data import UserError  # noqa: E402
 
 
@@ -46,8 +54,12 @@ class AnalyzeConfig:
                                 # and of the pooled vectors: the probes' own reuse their caches
     lex_k: int = 100            # lexical probe: the K tokens that occur in most train texts
     lex_train: int = 5000       # lexical probe: train examples it is fitted on
-    bootstrap: int = 200        # resamples per 95% CI
-    permutations: int = 200     # per paired test; the smallest possible p is 1 / (1 + this)
+    bootstrap: int = 200        # resamples per 95% CI and bootstrap test
+    permutations: int = 10_000  # per sign-flip test; its smallest possible p is 1 / (1 + this)
+    compare: tuple[str, ...] = ()  # A/B pairs of sides, a side = runs or methods joined by +
+                                # (e.g. hybrid/mlm, hybrid-s0+hybrid-s1/mlm); empty: every
+                                # hybrid method vs MLM
+    correction: str = "holm"    # holm | bh: multiple-comparison correction over each pair's tests
     seed: int = 0
     out: str = "out/analysis"
     figures: bool = True        # PNGs, when matplotlib is installed
@@ -55,7 +67,8 @@ class AnalyzeConfig:
 
 DEFINITIONS = {  # x: pooled vectors of the N subset examples, z = x / ||x||, d their dimension
     "semantic_probe": "probe.py's score of the task (primary metric, percent) on the full dev "
-                      "split, from its result JSON (the probe is run when there is none)",
+                      "split, from its result JSON and saved dev predictions (the probe is run "
+                      "when there is none made with these settings)",
     "lexical_auc": "macro mean, over the K tokens (no specials; the first model's tokenizer, so "
                    "every model has the same labels) found in most train texts, of the ROC AUC of "
                    "a ridge probe predicting from x whether the token occurs in the text (first "
@@ -83,16 +96,23 @@ DEFINITIONS = {  # x: pooled vectors of the N subset examples, z = x / ||x||, d 
 METRICS = tuple(DEFINITIONS)
 STATISTICS = (
     "95% CI: the estimate +- 1.96 standard deviations of its value over B bootstrap resamples of "
-    "the subset's examples (not percentiles: a resample's duplicated examples lower its spectral "
+    "the examples (not percentiles: a resample's duplicated examples lower its spectral "
     "metrics, and their percentile interval would miss the estimate). Every model sees the same "
-    "resamples, so the CI of a difference is paired. Pair metrics of a resample average over "
-    "pairs of distinct examples; uniformity_centred keeps each model's subset mean. p: two-sided "
-    "paired permutation test: each example's vectors (and lexical scores) are swapped between "
-    "the two models with probability 1/2, the difference recomputed, p = (1 + #{|perm diff| >= "
-    "|diff|}) / (1 + P). semantic_probe and probe_gap have no p, and their semantic part is not "
-    "resampled: probe.py's JSON holds no per-example predictions; the CI shown is the probe's "
-    "own, resp. the lexical part's. consistent: the difference has one sign in every task x "
-    "pooling cell.")
+    "resamples, so the CI of a difference is paired; a side with several runs is their mean. "
+    "Pair metrics of a resample average over pairs of distinct examples; uniformity_centred keeps "
+    "each model's subset mean. The semantic probe is resampled over its full dev split from the "
+    "per-example predictions probe.py saves (the mean over its probe seeds). probe_gap combines "
+    "resamples of two example sets (full dev split, subset): a CI, and only the test over runs.")
+TESTS = {  # which test gives a comparison's p, and its null hypothesis (stats.py)
+    "sign_flip": "alignment and accuracy probes (means over examples of a per-example value): "
+                 + S.NULLS["sign_flip"],
+    "bootstrap": "every other metric (set-level: spectra, uniformity, anisotropy, class "
+                 "separation, lexical scores; F1, MCC and Spearman probes): "
+                 + S.NULLS["bootstrap"],
+    "welch": "when both sides have at least 2 runs (seeds), p (and the CI, a t interval) is this "
+             "instead, for every metric: " + S.NULLS["welch"],
+}
+ALPHA = 0.05
 PRIMARY = {"sst2": "acc", "mrpc": "f1", "qqp": "f1", "mnli": "acc_matched", "cola": "mcc",
            "stsb": "spearman"}
 POSITIVE = {"mrpc": lambda y: y == 1, "qqp": lambda y: y == 1, "stsb": lambda y: y >= 4,
@@ -100,122 +120,35 @@ POSITIVE = {"mrpc": lambda y: y == 1, "qqp": lambda y: y == 1, "stsb": lambda y:
 RIDGE = (1e4, 1e3, 1e2, 10.0, 1.0, 0.1)  # strongest first: a tie keeps the simpler probe
 
 
-# ----------------------------------------------------------------------------- estimators
-# Each estimator scores weighted sets of examples: W (R, n) holds one set per row (ones = the
-# subset itself, counts = a bootstrap resample, 0/1 over two models' stacked rows = a
-# permutation) and the result is (R,) values. W=None: the subset itself.
-
-def unit(x):
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _sets(W, n):
-    return np.ones((1, n)) if W is None else W
-
-
-def pair_mean(K, W, mask=None):
-    """sum_{i!=j} w_i w_j m_ij K_ij / sum_{i!=j} w_i w_j m_ij for each row w of W: the mean of
-    K over pairs of distinct examples (where mask m is true) of a weighted set."""
-    if mask is None:
-        den = W.sum(1) ** 2 - (W * W).sum(1)
-    else:
-        K, m = K * mask, mask.astype(float)
-        den = ((W @ m) * W).sum(1) - (W * W) @ np.diag(m)
-    return (((W @ K) * W).sum(1) - (W * W) @ np.diag(K)) / np.where(den > 0, den, np.nan)
-
-
-def sq_dists(z):
-    return np.maximum(2 - 2 * z @ z.T, 0)  # ||z_i - z_j||^2 of unit vectors
-
-
-def uniformity(x, W=None):
-    return np.log(pair_mean(np.exp(-2 * sq_dists(unit(x))), _sets(W, len(x))))
-
-
-def anisotropy(x, W=None):
-    z = unit(x)
-    return pair_mean(z @ z.T, _sets(W, len(x)))
-
-
-def class_separation(x, y, W=None):
-    W, d, same = _sets(W, len(x)), np.sqrt(sq_dists(unit(x))), y[:, None] == y[None, :]
-    return pair_mean(d, W, same) / pair_mean(d, W, ~same)
-
-
-def alignment(u, v, positive=None, W=None):
-    W, a = _sets(W, len(u)), ((unit(u) - unit(v)) ** 2).sum(1)
-    keep = np.ones(len(u)) if positive is None else positive.astype(float)
-    return (W @ (a * keep)) / np.where(W @ keep > 0, W @ keep, np.nan)
-
-
-def entropy(p):
-    p = p / p.sum(-1, keepdims=True)
-    return -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
-
-
-def spectral(x, W=None) -> dict:
-    """spectral_entropy, effective_rank, rankme (R,) and the normalised centred spectrum (R, d),
-    from the eigenvalues of each set's covariance and raw second moment (= singular values^2/n)."""
-    W, mean = _sets(W, len(x)), x.mean(0)
-    xc = x - mean  # moments of centred data: no cancellation in the covariance below
-    cov, raw = np.empty((2, len(W), x.shape[1], x.shape[1]))
-    for r, w in enumerate(W):
-        keep = w > 0
-        xs, ws = xc[keep], w[keep] / w.sum()
-        m2, mu = (xs * ws[:, None]).T @ xs, ws @ xs
-        cov[r] = m2 - np.outer(mu, mu)
-        raw[r] = m2 + np.outer(mean, mu) + np.outer(mu, mean) + np.outer(mean, mean)
-    lam, lam_raw = (np.linalg.eigvalsh(m)[:, ::-1] for m in (cov, raw))
-    # under 1e-12 of the largest is eigensolver noise: counted, it gives a rank-1 set rank 1.0000001
-    lam, lam_raw = (np.where(v > 1e-12 * v[:, :1], v, 0) for v in (lam, lam_raw))
-    return dict(spectral_entropy=entropy(lam) / np.log(x.shape[1]),
-                effective_rank=np.exp(entropy(np.sqrt(lam))),
-                rankme=np.exp(entropy(np.sqrt(lam_raw))), spectrum=lam / lam.sum(1, keepdims=True))
-
-
-def auc(scores, Y, W=None):
-    """Macro ROC AUC over the columns of Y (n, K) bool: P(s_pos > s_neg) + P(tie) / 2 between
-    weighted examples. A label with no positive or no negative in a set is left out."""
-    W = _sets(W, len(Y))
-    out = np.full((len(W), Y.shape[1]), np.nan)
-    for k in range(Y.shape[1]):
-        order = np.argsort(scores[:, k], kind="stable")
-        s, pos, w = scores[order, k], Y[order, k], W[:, order]
-        new = np.r_[True, s[1:] != s[:-1]]  # a run of tied scores starts here
-        start, group = np.flatnonzero(new), np.cumsum(new) - 1
-        neg = w * ~pos
-        below = (np.cumsum(neg, 1) - neg)[:, start]  # negative weight under each tie group
-        wins = below[:, group] + 0.5 * np.add.reduceat(neg, start, axis=1)[:, group]
-        den = (w * pos).sum(1) * neg.sum(1)
-        out[:, k] = (w * pos * wins).sum(1) / np.where(den > 0, den, np.nan)
-    seen = np.isfinite(out)
-    return np.where(seen.any(1), np.nansum(out, 1) / np.maximum(seen.sum(1), 1), np.nan)
-
-
-def micro_f1(pred, Y, W=None):
-    W = _sets(W, len(Y))
-    tp, fp, fn = W @ (pred & Y).sum(1), W @ (pred & ~Y).sum(1), W @ (~pred & Y).sum(1)
-    return 2 * tp / np.where(2 * tp + fp + fn > 0, 2 * tp + fp + fn, np.nan)
-
+# ----------------------------------------------------------------------------- the metrics
+# Their formulas are in stats.py; W (R, n) holds weighted sets of the examples, one per row.
 
 def measures(rows: dict, W) -> dict:
-    """Every metric but the semantic probe's, for the weighted sets W of rows."""
+    """Every metric but the semantic probe's, for the weighted sets W of rows -> {metric: (R,)}."""
     x = rows["x"]
-    m = spectral(x, W)
-    m.update(uniformity=uniformity(x, W), uniformity_centred=uniformity(rows["xc"], W),
-             anisotropy=anisotropy(x, W), lexical_auc=auc(rows["scores"], rows["Y"], W),
-             lexical_f1=micro_f1(rows["scores"] > 0.5, rows["Y"], W))
+    m = S.spectral(x, W)
+    m.update(uniformity=S.uniformity(x, W), uniformity_centred=S.uniformity(rows["xc"], W),
+             anisotropy=S.anisotropy(x, W), lexical_auc=S.auc(rows["scores"], rows["Y"], W),
+             lexical_f1=S.micro_f1(rows["scores"] > 0.5, rows["Y"], W))
     if rows["y"] is not None:
-        m["class_separation"] = class_separation(x, rows["y"], W)
+        m["class_separation"] = S.class_separation(x, rows["y"], W)
     if rows["v"] is not None:
-        m["alignment"] = alignment(x, rows["v"], rows["positive"], W)
+        m["alignment"] = S.alignment(x, rows["v"], rows["positive"], W)
     return m
+
+
+def per_example(rows: dict) -> dict:
+    """{metric: (n,) per-example values} of the metrics that are means over examples (NaN where
+    an example does not count): the ones the sign-flip test applies to."""
+    if rows["v"] is None:
+        return {}
+    return dict(alignment=np.where(rows["positive"], S.pair_sq_dist(rows["x"], rows["v"]), np.nan))
 
 
 # ----------------------------------------------------------------------------- lexical probe
 
 def token_ids(tok, texts) -> list:
-    return [np.unique(ids) for ids in P.content_ids(tok, texts)]
+    return [np.unique(ids) for ids in Fe.content_ids(tok, texts)]
 
 
 def top_tokens(ids: list, specials, k: int, vocab_size: int) -> np.ndarray:
@@ -242,53 +175,19 @@ def ridge_scores(X, Y, X_eval, seed: int):
 
     perm = np.random.default_rng(seed).permutation(len(X))
     held, rest = np.split(perm, [max(1, len(X) // 10)])
-    held_auc = [np.nan_to_num(auc(fit(rest, a)(X[held]), Y[held])[0], nan=-1) for a in RIDGE]
+    held_auc = [np.nan_to_num(S.auc(fit(rest, a)(X[held]), Y[held])[0], nan=-1) for a in RIDGE]
     alpha = RIDGE[int(np.argmax(held_auc))]
     return fit(np.arange(len(X)), alpha)(X_eval), alpha
 
 
-# ----------------------------------------------------------------------------- statistics
-
-def num(v, digits: int = 6):
-    return None if v is None or not np.isfinite(v) else round(float(v), digits)
-
-
-def ci(point: float, samples) -> list | None:
-    s = samples[np.isfinite(samples)]
-    if len(s) < 2 or not np.isfinite(point):
-        return None
-    return [num(point - 1.96 * s.std(ddof=1)), num(point + 1.96 * s.std(ddof=1))]
-
-
-def p_value(diff: float, perm: np.ndarray):
-    perm = perm[np.isfinite(perm)]
-    if not np.isfinite(diff) or not len(perm):
-        return None
-    return num((1 + np.sum(np.abs(perm) >= abs(diff) - 1e-12)) / (1 + len(perm)))
-
-
-def compare(rows_a: dict, rows_b: dict, signs: np.ndarray) -> dict:
-    """Every metric on P permuted pairs of sets (set 1 takes model b's rows where signs is 1,
-    set 2 the others) -> {metric: (P,) differences set 1 - set 2}."""
-    stacked = {k: None if v is None else np.concatenate([v, rows_b[k]]) for k, v in rows_a.items()}
-    m = measures(stacked, np.vstack([np.hstack([1 - signs, signs]), np.hstack([signs, 1 - signs])]))
-    return {k: v[:len(signs)] - v[len(signs):] for k, v in m.items() if k != "spectrum"}
-
-
-def consistency(comparisons: list) -> dict:
-    out = {}
-    for metric in METRICS:
-        diffs = [c for c in comparisons if c["metric"] == metric and c["diff"] is not None]
-        if diffs:
-            up, down = sum(c["diff"] > 0 for c in diffs), sum(c["diff"] < 0 for c in diffs)
-            out[metric] = dict(cells=len(diffs), a_greater=up, b_greater=down,
-                               significant=sum(c["p"] < 0.05 for c in diffs if c["p"] is not None)
-                               if any(c["p"] is not None for c in diffs) else None,  # no test
-                               consistent=max(up, down) == len(diffs))
-    return out
-
-
 # ----------------------------------------------------------------------------- models and probes
+
+def method(conf: dict) -> str:
+    """The method a run's config trains (its seeds are runs of one method): the mode, with the
+    lambda mode for a hybrid not using the learned one (hybrid:uncertainty, hybrid:fixed:0.3)."""
+    lam = conf.get("lambda_mode", "learned")
+    return conf["mode"] if conf["mode"] != "hybrid" or lam == "learned" else f"hybrid:{lam}"
+
 
 def resolve_models(cfg: AnalyzeConfig) -> list[dict]:
     models = []
@@ -298,16 +197,47 @@ def resolve_models(cfg: AnalyzeConfig) -> list[dict]:
             raise UserError(f"--runs: {run} has no config.json and ckpt.pt; train it with "
                             f"`python train.py --out={run}` or fix the path")
         conf = json.loads((path / "config.json").read_text())["config"]
-        models.append(dict(name=path.name, mode=conf["mode"], ckpt=str(path / "ckpt.pt"),
-                           preset=conf["preset"]))
+        models.append(dict(name=path.name, mode=conf["mode"], method=method(conf),
+                           ckpt=str(path / "ckpt.pt"), preset=conf["preset"]))
     if cfg.random:
         preset = models[0]["preset"] if models else cfg.preset
-        models.append(dict(name=f"random-{preset}", mode="random", ckpt="random", preset=preset))
+        models.append(dict(name=f"random-{preset}", mode="random", method="random",
+                           ckpt="random", preset=preset))
     names = [m["name"] for m in models]
     if not models or len(set(names)) < len(names):
         raise UserError(f"--runs: need at least one model and distinct run folder names, got "
                         f"{names}; rename a folder or pass --random=true")
     return models
+
+
+def resolve_pairs(cfg: AnalyzeConfig, models: list[dict]) -> list[dict]:
+    """The comparisons: [dict(label, a=[model names], b=[...])] from --compare, where a side is
+    run names and methods (every run of it) joined by +; default every hybrid method vs mlm."""
+    names, methods = [m["name"] for m in models], list(dict.fromkeys(m["method"] for m in models))
+    specs = list(cfg.compare) or [f"{h}/mlm" for h in methods
+                                  if h.startswith("hybrid") and "mlm" in methods]
+    pairs = []
+    for spec in specs:
+        sides = spec.split("/")
+        if len(sides) != 2 or not all(sides):
+            raise UserError(f"--compare={spec}: expected two sides A/B, a side being run names "
+                            "or methods joined by + (e.g. hybrid/mlm or run1+run2/run3+run4)")
+        got = []
+        for side in sides:
+            runs = []
+            for item in side.split("+"):
+                found = [item] if item in names else [m["name"] for m in models
+                                                       if m["method"] == item]
+                if not found:
+                    raise UserError(f"--compare={spec}: {item} is neither a run ({', '.join(names)}"
+                                    f") nor a method ({', '.join(methods)}); use one of them")
+                runs += [r for r in found if r not in runs]
+            got.append(runs)
+        if set(got[0]) & set(got[1]):
+            raise UserError(f"--compare={spec}: {', '.join(set(got[0]) & set(got[1]))} is on "
+                            "both sides; a run can be on one side only")
+        pairs.append(dict(label=f"{'+'.join(got[0])} vs {'+'.join(got[1])}", a=got[0], b=got[1]))
+    return pairs
 
 
 def probe_config(cfg, task: str, pool: str, ckpt: str, preset="tiny", folder=None):
@@ -316,18 +246,18 @@ def probe_config(cfg, task: str, pool: str, ckpt: str, preset="tiny", folder=Non
     return data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0]
 
 
-def probe_result(cfg, task: str, pool: str, ckpt: str, preset="tiny", source=None) -> dict:
-    """probe.py's result JSON for (ckpt, task, pool): reused when it exists (and, for an encoder,
-    was made from these weights), else the probe is run and writes it. source: the encoder's
-    probe.Source; None for the majority and bow baselines (pool "-")."""
+def probe_result(cfg, task: str, pool: str, ckpt: str, preset="tiny", source=None,
+                 splits=None) -> dict:
+    """probe.py's result for (ckpt, task, pool): reused only when it was made with exactly the
+    settings this analysis would use, else the probe runs again (and says why). source: the
+    encoder's probe.Source; None for the majority and bow baselines (pool "-"). splits: the
+    task's, when loaded already."""
     folder = source.results if source else Path("out/baselines/probe")
-    path = folder / f"{task}-{pool if source else ckpt}.json"
-    if path.exists():
-        r = json.loads(path.read_text())
-        if source is None or (r.get("ckpt_key") == source.key and r.get("encoder") == cfg.encoder):
-            return dict(r, file=str(path))
-    P.run_probe(probe_config(cfg, task, pool if source else "mean", ckpt, preset, folder))
-    return dict(json.loads(path.read_text()), file=str(path))
+    pcfg = probe_config(cfg, task, pool if source else "mean", ckpt, preset, folder)
+    results, missing = P.run_probe(pcfg, reuse=True, source=source, loaded={task: splits})
+    if missing:
+        raise UserError(missing[task])
+    return results[0]
 
 
 def probe_summary(r: dict, task: str) -> dict:
@@ -336,11 +266,25 @@ def probe_summary(r: dict, task: str) -> dict:
                 ci=[num(v) for v in r["ci"][metric]], n_train=r["n_train"], n_dev=r["n_dev"])
 
 
-def baseline(cfg, task: str, kind: str) -> dict:
+def baseline(cfg, task: str, kind: str, splits=None) -> dict:
     try:
-        return probe_summary(probe_result(cfg, task, "-", kind), task)
+        return probe_summary(probe_result(cfg, task, "-", kind, splits=splits), task)
     except UserError as e:  # bow needs the bert-base-uncased vocabulary, which may be offline
         return dict(error=str(e))
+
+
+def semantic(r: dict, task: str, pool: str, gold: np.ndarray, idx: np.ndarray) -> dict:
+    """The probe's primary score (percent, mean over its seeds) from its saved dev predictions:
+    the value, its values on the resamples idx, and per example (accuracy only) the share of
+    seeds that got it right."""
+    _, split, key, fn = next(s for s in P.metric_specs(task, pool) if s[0] == PRIMARY[task])
+    preds = R.load_predictions(r)[split][key]
+    if preds.shape[1] != len(gold):
+        raise UserError(f"{r['file']}: {preds.shape[1]} dev predictions for {len(gold)} dev "
+                        "examples; delete it and run again")
+    return dict(value=100 * S.seed_mean(fn, preds, gold), boots=100 * S.seed_mean(fn, preds, gold,
+                                                                                   idx),
+                per_example=100 * (preds == gold).mean(0) if fn is S.accuracy else None)
 
 
 def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
@@ -355,8 +299,88 @@ def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
     if pool in P.TRAINED_POOLS:
         param = P.select_and_fit(parts["train"], P.labels(train), task, pool, 0, pcfg)[0]["param"]
     with torch.no_grad():
-        return {s: tuple(None if v is None else v.numpy().astype(np.float64)
-                         for v in P.vectors(part, pool, param)) for s, part in parts.items()}, train
+        vectors = {s: Fe.vectors(part, pool, param) for s, part in parts.items()}
+    return {s: tuple(None if v is None else v.numpy().astype(np.float64) for v in uv)
+            for s, uv in vectors.items()}, train
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+def portable(text: str) -> str:
+    """A message with this machine's data folder written as $DATA_DIR, for files one commits."""
+    for folder in (data.data_dir().resolve(), data.data_dir()):
+        text = text.replace(str(folder), "$DATA_DIR")
+    return text
+
+
+def num(v, digits: int = 6):
+    return None if v is None or not np.isfinite(v) else round(float(v), digits)
+
+
+def num_p(p):
+    return None if p is None else float(f"{p:.4g}")  # significant digits: a p can be 1e-12
+
+
+def rounded(ci: list | None) -> list | None:
+    return None if ci is None else [num(v) for v in ci]
+
+
+def compare(cfg, pair: dict, point: dict, boots: dict, examples: dict | None) -> dict:
+    """One metric of one cell, side a - side b (stats.group_difference), rounded for the JSON.
+    point: {run: value}, boots: {run: (B,) values on the shared resamples}, examples: {run: (n,)
+    per-example values} for a metric that is a mean over examples, else None."""
+    sides = (pair["a"], pair["b"])
+    d = S.group_difference(tuple([point[n] for n in s] for s in sides),
+                           tuple([boots[n] for n in s] for s in sides),
+                           examples and tuple([examples[n] for n in s] for s in sides),
+                           cfg.permutations, [cfg.seed, 5])
+    return dict(pair=pair["label"], a_mean=num(d["a_mean"]), b_mean=num(d["b_mean"]),
+                a_sd=num(d["a_sd"]), b_sd=num(d["b_sd"]), diff=num(d["diff"]),
+                ci=rounded(d["ci"]), test=d["test"], p=num_p(d["p"]),
+                test_examples=d["test_examples"], p_examples=num_p(d["p_examples"]),
+                ci_examples=rounded(d["ci_examples"]), p_seeds=num_p(d["p_seeds"]))
+
+
+def adjust(comparisons: list, pairs: list, correction: str):
+    """Adjusted p (p_adj) of every comparison, one family per pair: every test it counts."""
+    for pair in pairs:
+        family = [c for c in comparisons if c["pair"] == pair["label"] and c["p"] is not None]
+        for c, q in zip(family, S.ADJUST[correction]([c["p"] for c in family])):
+            c["p_adj"] = num_p(q)
+        pair.update(family=len(family), tests=sorted({c["test"] for c in family}))
+
+
+def consistency(comparisons: list, pair: str) -> dict:
+    """Per metric: cells, sign counts, raw and adjusted significant counts; consistent = the
+    adjusted p is < ALPHA in every cell, all in one direction (None when there is no test)."""
+    out = {}
+    for metric in METRICS:
+        cs = [c for c in comparisons if c["pair"] == pair and c["metric"] == metric
+              and c["diff"] is not None]
+        if not cs:
+            continue
+        tested = [c for c in cs if c["p"] is not None]
+        sig = [c for c in tested if c["p_adj"] < ALPHA]
+        out[metric] = dict(
+            cells=len(cs), a_greater=sum(c["diff"] > 0 for c in cs),
+            b_greater=sum(c["diff"] < 0 for c in cs),
+            raw_significant=sum(c["p"] < ALPHA for c in tested) if tested else None,
+            significant=len(sig) if tested else None,
+            significant_a_greater=sum(c["diff"] > 0 for c in sig) if tested else None,
+            consistent=(len(sig) == len(cs) and len({c["diff"] > 0 for c in sig}) == 1)
+            if tested else None)
+    return out
+
+
+def pair_summary(cfg, pair: dict) -> dict:
+    """What a pair's p-values can say: the unit of its test, and the smallest p it can reach."""
+    seeds = min(len(pair["a"]), len(pair["b"]))
+    unit = ("runs: Welch's t-test over seeds, a claim about the methods" if seeds >= 2 else
+            "dev examples: a claim about these checkpoints, not about the methods (that needs "
+            "at least 2 runs, seeds, per side)")
+    return dict(pair, unit=unit, correction=cfg.correction, alpha=ALPHA,
+                threshold=ALPHA / max(pair["family"], 1) if cfg.correction == "holm" else None,
+                smallest_p_sign_flip=1 / (1 + cfg.permutations))
 
 
 # ----------------------------------------------------------------------------- the analysis
@@ -377,7 +401,7 @@ def model_rows(cfg, model, source, task, pool, splits, subset, lexical) -> tuple
     return rows, alpha
 
 
-def analyze_task(cfg, task, splits, models, sources, result, pair):
+def analyze_task(cfg, task, splits, models, sources, result, pairs):
     t0, dev_split = time.time(), data.TASKS[task].dev_splits[0]
     dev = splits[dev_split]
     subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(dev))[:cfg.n])
@@ -389,73 +413,114 @@ def analyze_task(cfg, task, splits, models, sources, result, pair):
     majority = np.broadcast_to(occurs(train_ids, vocab).mean(0) > 0.5, Y.shape)
     result["tasks"][task] = dict(split=dev_split, n=n, n_dev=len(dev),
                                  lexical_tokens=[tok.id_to_token(int(i)) for i in vocab],
-                                 lexical_majority_f1=num(micro_f1(majority, Y)[0]))
-    base = result["baselines"][task] = {k: baseline(cfg, task, k) for k in P.BASELINES}
-    rng = np.random.default_rng([cfg.seed, 1])  # the same resamples for every model: paired
-    W = np.vstack([np.ones(n)] + [np.bincount(rng.integers(0, n, n), minlength=n)
-                                  for _ in range(cfg.bootstrap)])
-    signs = np.random.default_rng([cfg.seed, 2]).integers(0, 2, (cfg.permutations, n))
+                                 lexical_majority_f1=num(S.micro_f1(majority, Y)[0]))
+    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits) for k in P.BASELINES}
+    # the same resamples for every model: paired. The semantic probe's: of its own split
+    W = np.vstack([np.ones(n), S.resample_counts(n, cfg.bootstrap, [cfg.seed, 1])])
+    gold = {s: P.labels(splits[s]) for s in data.TASKS[task].dev_splits}
+    dev_idx = {s: S.resample_indices(len(g), cfg.bootstrap, [cfg.seed, 4]) for s, g in gold.items()}
+    primary_split = next(s for name, s, _, _ in P.metric_specs(task) if name == PRIMARY[task])
     for pool in cfg.pools:
-        rows, values = {}, {}
+        values, examples = {}, {}
         for model in models:
             name = model["name"]
-            sem = probe_summary(probe_result(cfg, task, pool, model["ckpt"], model["preset"],
-                                             sources[name]), task)
-            rows[name], alpha = model_rows(cfg, model, sources[name], task, pool, splits, subset,
-                                           (tok, vocab, Y))
-            m = values[name] = measures(rows[name], W)
+            r = probe_result(cfg, task, pool, model["ckpt"], model["preset"], sources[name],
+                             splits)
+            sem = semantic(r, task, pool, gold[primary_split], dev_idx[primary_split])
+            rows, alpha = model_rows(cfg, model, sources[name], task, pool, splits, subset,
+                                     (tok, vocab, Y))
+            m = values[name] = measures(rows, W)
             spectrum = m.pop("spectrum")[0]
             if (s_maj := base["majority"].get("value")) is not None:
-                m["probe_gap"] = (sem["value"] - s_maj) / (100 - s_maj) - (2 * m["lexical_auc"] - 1)
-            metrics = {k: dict(value=num(v[0]), ci=ci(v[0], v[1:])) for k, v in m.items()}
-            metrics["semantic_probe"] = dict(value=sem["value"], ci=sem["ci"])
+                m["probe_gap"] = (np.r_[sem["value"], sem["boots"]] - s_maj) / (100 - s_maj) \
+                    - (2 * m["lexical_auc"] - 1)
+            m["semantic_probe"] = np.r_[sem["value"], sem["boots"]]
+            examples[name] = dict(per_example(rows), semantic_probe=sem["per_example"])
+            metrics = {k: dict(value=num(v[0]), ci=rounded(S.sd_ci(v[0], v[1:])))
+                       for k, v in m.items()}
+            summary = probe_summary(r, task)
+            metrics["semantic_probe"] = dict(value=summary["value"], ci=summary["ci"])
             result["cells"].append(dict(
-                task=task, pool=pool, model=name, probe=sem, lexical_ridge=alpha,
-                metrics={k: metrics[k] for k in METRICS if k in metrics},
+                task=task, pool=pool, model=name, probe=summary,
+                lexical_ridge=alpha, metrics={k: metrics[k] for k in METRICS if k in metrics},
                 spectrum=[float(f"{v:.4g}") for v in spectrum]))
-        if pair:
-            a, b = pair
-            same_d = rows[a]["x"].shape[1] == rows[b]["x"].shape[1]  # else nothing to swap
-            perm = compare(rows[a], rows[b], signs) if same_d else {}
-            sem = {c["model"]: c["metrics"]["semantic_probe"]["value"]
-                   for c in result["cells"][-len(models):]}
-            result["comparisons"].append(dict(task=task, pool=pool, metric="semantic_probe", a=a,
-                                              b=b, diff=num(sem[a] - sem[b]), ci=None, p=None))
-            for metric in [k for k in METRICS if k in values[a]]:
-                d = values[a][metric] - values[b][metric]
-                p = p_value(d[0], perm[metric]) if metric in perm else None
-                result["comparisons"].append(dict(task=task, pool=pool, metric=metric, a=a, b=b,
-                                                  diff=num(d[0]), ci=ci(d[0], d[1:]), p=p))
+        for pair in pairs:
+            for metric in [k for k in METRICS if k in values[pair["a"][0]]]:
+                ex = {n: examples[n].get(metric) for n in pair["a"] + pair["b"]}
+                c = compare(cfg, pair, {k: v[metric][0] for k, v in values.items()},
+                            {k: v[metric][1:] for k, v in values.items()},
+                            None if any(e is None for e in ex.values()) else ex)
+                if metric == "probe_gap" and c["test"] != "welch":  # two example sets resampled
+                    c.update(p=None, test=None)  # apart: a CI, no example-level test
+                if metric == "probe_gap":
+                    c.update(p_examples=None, test_examples=None)
+                result["comparisons"].append(dict(task=task, pool=pool, metric=metric, **c))
         print(f"{task} {pool}: {len(models)} models, {time.time() - t0:.0f}s", file=sys.stderr)
 
 
-def analyze(cfg: AnalyzeConfig) -> dict:
+CODE = ("analyze.py", "stats.py", "probe.py", "features.py", "provenance.py", "model.py",
+        "data.py")  # the code analysis.json depends on
+
+
+def settings(cfg, models, sources, splits: dict) -> dict:
+    """Everything the analysis depends on: its flags, the code, each model's weights, the data,
+    and every probe result it reads (by hash; each records its own settings). Made sure of
+    first: a probe result made with other settings is redone here."""
+    probes = {}
+    for task, sp in splits.items():
+        for pool in cfg.pools:
+            for m in models:
+                r = probe_result(cfg, task, pool, m["ckpt"], m["preset"], sources[m["name"]], sp)
+                probes[r["file"]] = R.file_hash(Path(r["file"]))
+        for kind in P.BASELINES:
+            if "file" in (b := baseline(cfg, task, kind, sp)):
+                probes[b["file"]] = R.file_hash(Path(b["file"]))
+    flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "figures")}
+    return json.loads(json.dumps(dict(
+        flags=flags, code=R.code_version(CODE), weights={m["name"]: sources[m["name"]].key
+                                                         for m in models},
+        data={t: {s: R.content_hash(e) for s, e in sp.items()} for t, sp in splits.items()},
+        probes=probes)))
+
+
+def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
     """The analysis -> analysis.json, report.md and figures in cfg.out; returns what the JSON
-    holds."""
+    holds. reuse: keep an analysis.json made with exactly these settings (else say why not)."""
     check(cfg)
     models = resolve_models(cfg)
-    sources = {m["name"]: P.open_source(probe_config(cfg, cfg.tasks[0], "mean", m["ckpt"],
+    pairs = resolve_pairs(cfg, models)
+    sources = {m["name"]: Fe.open_source(probe_config(cfg, cfg.tasks[0], "mean", m["ckpt"],
                                                      m["preset"])) for m in models}
-    modes = [m["mode"] for m in models]  # the comparison: the first hybrid and MLM runs given
-    pair = tuple(models[modes.index(k)]["name"] for k in ("hybrid", "mlm")) \
-        if {"hybrid", "mlm"} <= set(modes) else None
     result = dict(config=dataclasses.asdict(cfg), definitions=DEFINITIONS, statistics=STATISTICS,
-                  models=[dict(m, d=sources[m["name"]].encoder.tok_emb.embedding_dim,
-                               probe_dir=str(sources[m["name"]].results)) for m in models],
-                  comparison=dict(a=pair[0], b=pair[1]) if pair else None,
-                  tasks={}, skipped={}, baselines={}, cells=[], comparisons=[])
+                  tests=TESTS, models=[dict(m, d=sources[m["name"]].encoder.tok_emb.embedding_dim,
+                                            probe_dir=str(sources[m["name"]].results))
+                                       for m in models],
+                  pairs=pairs, tasks={}, skipped={}, baselines={}, cells=[], comparisons=[])
+    splits = {}
     for task in cfg.tasks:
         try:
-            splits = P.load_splits(task)
+            splits[task] = P.load_splits(task)
         except UserError as e:
-            result["skipped"][task] = str(e)
+            result["skipped"][task] = portable(str(e))
             print(f"{task}: skipped ({e})", file=sys.stderr)
-            continue
-        analyze_task(cfg, task, splits, models, sources, result, pair)
-    result["consistency"] = consistency(result["comparisons"])
     out = Path(cfg.out)
+    result["settings"] = settings(cfg, models, sources, splits)
+    if reuse and (out / "analysis.json").exists():
+        old = json.loads((out / "analysis.json").read_text())
+        if not (why := R.stale(old, result["settings"])):
+            print(f"analysis: {out / 'analysis.json'} reused (made with these settings)",
+                  file=sys.stderr)
+            return old
+        print(f"analysis: {out / 'analysis.json'} is not reused: {why}; analysing again",
+              file=sys.stderr)
+    for task, sp in splits.items():
+        analyze_task(cfg, task, sp, models, sources, result, pairs)
+    adjust(result["comparisons"], pairs, cfg.correction)
+    result["pairs"] = [pair_summary(cfg, p) for p in pairs]
+    result["consistency"] = {p["label"]: consistency(result["comparisons"], p["label"])
+                             for p in pairs}
     data.atomic_write(out / "analysis.json", lambda f: f.write(json.dumps(result, indent=1)), "w")
-    figures = write_figures(result, out) if cfg.figures else []
+    figures = F.write_figures(result, out) if cfg.figures else []
     data.atomic_write(out / "report.md", lambda f: f.write(report(result, figures)), "w")
     return result
 
@@ -467,13 +532,20 @@ def check(cfg: AnalyzeConfig):
                             f"{', '.join(valid)} (comma-separated)")
     if min(cfg.n, cfg.lex_k, cfg.lex_train, cfg.bootstrap, cfg.permutations) < 1:
         raise UserError("--n, --lex_k, --lex_train, --bootstrap and --permutations must be >= 1")
+    if cfg.correction not in S.ADJUST:
+        raise UserError(f"--correction={cfg.correction}: expected {' or '.join(S.ADJUST)}")
     P.check_names(probe_config(cfg, cfg.tasks[0], cfg.pools[0], "random"))
 
 
-# ----------------------------------------------------------------------------- report and figures
+# ----------------------------------------------------------------------------- report
 
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def fmt_p(v) -> str:
+    """A p-value: 3 decimals, or 2 significant digits under 0.001."""
+    return "-" if v is None else f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
 
 def with_ci(m: dict | None) -> str:
@@ -488,24 +560,47 @@ def table_head(columns) -> list[str]:
 
 
 def consistency_table(consistency: dict, a: str, b: str) -> list[str]:
-    """The per-metric sign counts of the a - b differences, as a markdown table."""
-    return table_head(["metric", "cells", f"{a} greater", f"{b} greater", "p < 0.05",
-                       "consistent?"]) + [
+    """Per metric, the a - b differences' sign counts and significant counts, as a table."""
+    def count(v, k):
+        return "-" if v[k] is None else str(v[k])
+    return table_head(["metric", "cells", f"{a} greater", f"{b} greater", "raw p < 0.05",
+                       f"adjusted p < 0.05 ({a} greater)", "consistent?"]) + [
         f"| {k} | {v['cells']} | {v['a_greater']} | {v['b_greater']} | "
-        f"{'-' if v['significant'] is None else v['significant']} | "
-        f"{'yes' if v['consistent'] else 'no'} |" for k, v in consistency.items()]
+        f"{count(v, 'raw_significant')} | {count(v, 'significant')} "
+        f"({count(v, 'significant_a_greater')}) | "
+        f"{'-' if v['consistent'] is None else 'yes' if v['consistent'] else 'no'} |"
+        for k, v in consistency.items()]
+
+
+def tests_text(r: dict) -> list[str]:
+    """What each test tests and how the p-values of each pair are corrected: both reports."""
+    lines = [f"- **{k}** test, {v}" for k, v in r["tests"].items()]
+    for p in r["pairs"]:
+        text = (f"- **{p['label']}**: {p['family']} tests ({', '.join(p['tests'])}), adjusted by "
+                f"{S.ADJUST_NAMES[p['correction']]}; significant = adjusted p < {p['alpha']:g}; "
+                "`consistent` = significant in every cell, in one direction.")
+        if p["threshold"]:
+            text += (f" Holm's smallest threshold: {p['alpha']:g}/{p['family']} = "
+                     f"{p['threshold']:.2g}")
+            if "sign_flip" in p["tests"]:
+                low = p["smallest_p_sign_flip"]
+                text += (f"; a sign-flip p is at least {low:.2g}, "
+                         f"{'below' if low < p['threshold'] else 'NOT below'} it")
+            text += "."
+        lines.append(text + f" Bootstrap and Welch p are continuous. Unit: {p['unit']}.")
+    return lines
 
 
 def report(r: dict, figures: list | None) -> str:
     """report.md from the analysis dict alone: every number is read from it, none typed."""
-    names, pair = [m["name"] for m in r["models"]], r["comparison"]
+    names, pairs = [m["name"] for m in r["models"]], r["pairs"]
     cell = {(c["task"], c["pool"], c["model"]): c["metrics"] for c in r["cells"]}
-    comp = {(c["task"], c["pool"], c["metric"]): c for c in r["comparisons"]}
+    comp = {(c["pair"], c["task"], c["pool"], c["metric"]): c for c in r["comparisons"]}
     cells = list(dict.fromkeys((c["task"], c["pool"]) for c in r["cells"]))
     lines = ["# Representation analysis", "", "Generated by analyze.py from analysis.json in this "
              "folder; every number below is read from it.", "",
-             *table_head(["model", "mode", "checkpoint", "d", "probe results"])]
-    lines += [f"| {m['name']} | {m['mode']} | {m['ckpt']} | {m['d']} | {m['probe_dir']} |"
+             *table_head(["model", "method", "checkpoint", "d", "probe results"])]
+    lines += [f"| {m['name']} | {m['method']} | {m['ckpt']} | {m['d']} | {m['probe_dir']} |"
               for m in r["models"]]
     lines += ["", *table_head(["task", "dev split", "examples (of)", "lexical tokens",
                                "lexical majority micro-F1"])]
@@ -513,24 +608,34 @@ def report(r: dict, figures: list | None) -> str:
               f"{fmt(v['lexical_majority_f1'])} |" for t, v in r["tasks"].items()]
     lines += [""] + [f"Skipped {t}: {why}" for t, why in r["skipped"].items()]
     lines += ["", "## Definitions", ""] + [f"- **{k}**: {v}" for k, v in r["definitions"].items()]
-    lines += ["", f"Statistics: {r['statistics']}", ""]
-    if pair:
-        lines += [f"## Summary: {pair['a']} vs {pair['b']}", "",
-                  *consistency_table(r["consistency"], pair["a"], pair["b"])]
-    else:
-        lines += ["No hybrid-vs-MLM comparison: the runs lack a hybrid or an MLM model."]
+    lines += ["", f"Statistics: {r['statistics']}", "", "Tests (p: raw; p adj: corrected):", "",
+              *tests_text(r), ""]
+    for p in pairs:
+        lines += [f"## Summary: {p['label']}", "",
+                  *consistency_table(r["consistency"][p["label"]], "a", "b"), "",
+                  f"a = {' + '.join(p['a'])}; b = {' + '.join(p['b'])}.", ""]
+    if not pairs:
+        lines += ["No comparison: the runs lack a hybrid or an MLM model and --compare is empty."]
     for metric in METRICS:
         rows = [(t, p) for t, p in cells if any(metric in cell[t, p, n] for n in names)]
         baselines = ["majority", "bow"] if metric == "semantic_probe" else []
-        head = names + baselines + ([f"{pair['a']} - {pair['b']} [95% CI]", "p"] if pair else [])
+        head = names + baselines
+        for p in pairs:
+            seeds = [f"{p['label']}: mean (sd over runs)"] if max(len(p["a"]), len(p["b"])) > 1 \
+                else []
+            head += seeds + [f"{p['label']}: a - b [95% CI]", "p", "p adj"]
         lines += ["", f"## {metric}", "", *table_head(["task", "pool", *head])] if rows else []
-        for t, p in rows:
-            vals = [with_ci(cell[t, p, n].get(metric)) for n in names]
+        for t, pool in rows:
+            vals = [with_ci(cell[t, pool, n].get(metric)) for n in names]
             vals += [with_ci(r["baselines"][t][k]) for k in baselines]
-            if pair:
-                c = comp.get((t, p, metric), {})
-                vals += [with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), fmt(c.get("p"))]
-            lines.append(f"| {t} | {p} | " + " | ".join(vals) + " |")
+            for p in pairs:
+                c = comp.get((p["label"], t, pool, metric), {})
+                if max(len(p["a"]), len(p["b"])) > 1:
+                    vals.append(f"{fmt(c.get('a_mean'))} ({fmt(c.get('a_sd'))}) vs "
+                                f"{fmt(c.get('b_mean'))} ({fmt(c.get('b_sd'))})")
+                vals += [with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), fmt_p(c.get("p")),
+                         fmt_p(c.get("p_adj"))]
+            lines.append(f"| {t} | {pool} | " + " | ".join(vals) + " |")
     files = {c["probe"]["file"] for c in r["cells"]} | {
         b["file"] for v in r["baselines"].values() for b in v.values() if "file" in b}
     lines += ["", "Probe result files: " + ", ".join(sorted(files))]
@@ -540,63 +645,6 @@ def report(r: dict, figures: list | None) -> str:
         "Figures skipped: " + ("matplotlib is not installed (pip install matplotlib)."
                                if figures is None else "--figures=false.")])
     return "\n".join(lines) + "\n"
-
-
-def write_figures(r: dict, out: Path) -> list | None:
-    """Eigenspectra per task, the uniformity-alignment plane, per-metric bars with CIs -> the
-    PNG names; None when matplotlib is missing (it is optional)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    names, pools, files = [m["name"] for m in r["models"]], r["config"]["pools"], []
-    cell = {(c["task"], c["pool"], c["model"]): c for c in r["cells"]}
-    for task in r["tasks"]:
-        fig, axes = plt.subplots(1, len(pools), figsize=(4 * len(pools), 3.2), squeeze=False)
-        for ax, pool in zip(axes[0], pools):
-            for name in names:
-                ax.semilogy(np.maximum(cell[task, pool, name]["spectrum"], 1e-12), label=name)
-            ax.set(title=f"{task} {pool}", xlabel="component", ylabel="eigenvalue / sum")
-        axes[0][0].legend(fontsize=7)
-        files.append(save(fig, out / f"spectrum-{task}.png"))
-    if any("alignment" in c["metrics"] for c in r["cells"]):
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for name in names:
-            own = [c["metrics"] for c in r["cells"]
-                   if c["model"] == name and "alignment" in c["metrics"]]
-            ax.scatter([m["alignment"]["value"] for m in own],
-                       [m["uniformity"]["value"] for m in own], label=name)
-        ax.set(xlabel="alignment (lower: positives closer)", ylabel="uniformity (lower: spread)")
-        ax.legend(fontsize=7)
-        files.append(save(fig, out / "uniformity-alignment.png"))
-    cells = list(dict.fromkeys((c["task"], c["pool"]) for c in r["cells"]))
-    width = 0.8 / len(names)
-    for metric in [m for m in METRICS if any(m in c["metrics"] for c in r["cells"])]:
-        fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(cells)), 3.5))
-        for i, name in enumerate(names):
-            got = [(j + i * width, m["value"], m["ci"] or [m["value"]] * 2)
-                   for j, k in enumerate(cells)
-                   if (m := cell[(*k, name)]["metrics"].get(metric)) and m["value"] is not None]
-            ax.bar([x for x, _, _ in got], [v for _, v, _ in got], width, label=name, capsize=2,
-                   yerr=np.clip([[v - c[0] for _, v, c in got], [c[1] - v for _, v, c in got]],
-                                0, None).reshape(2, -1))  # 0, not -1e-7, on a rounded CI
-        ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [f"{t}\n{p}" for t, p in cells],
-                      fontsize=7)
-        ax.set(title=metric)
-        ax.legend(fontsize=7)
-        files.append(save(fig, out / f"bars-{metric}.png"))
-    return files
-
-
-def save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
 
 
 def main(argv):

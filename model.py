@@ -27,7 +27,7 @@ class ModelConfig:
     pred_dim: int = 128
     pred_depth: int = 2
     mode: str = "hybrid"              # hybrid | mlm | jepa
-    lambda_mode: str = "learned"      # learned | fixed:<v> | uncertainty
+    lambda_mode: str = "learned"      # learned | fixed:<v> | uncertainty | balanced[:<tau>]
     jepa_context: str = "corrupted"   # corrupted (the original's) | clean (ablation)
 
 
@@ -124,6 +124,20 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float):
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1.0 - momentum)
 
 
+# lambda_mode=balanced (PredictReconstruct.loss_balanced). TAU: lam* = sigmoid((r_J - r_M) / tau),
+# so 0.5 keeps each objective above 12% of the weight while |r_J - r_M| <= 1 (r starts at 1 and
+# falls). SPEED: Adam moves w by at most ~lr per step; the logit is SPEED * w, so at tiny's lr
+# (1e-3) it can cross from 0 to -2 (lam 0.12) in ~70 steps. The network descends while the weight
+# ascends: a game, and gradient descent-ascent at similar speeds circles the fixed point instead of
+# settling (tests/test_lambda.py measures both); a weight much faster than the network tracks its
+# best response lam*, and the network then descends the smooth maximum
+# tau * log(exp(r_J / tau) + exp(r_M / tau)) of the two relative losses. GRAD: Adam's step does
+# not depend on a gradient's scale but the global grad-norm clip does; w's gradient is scaled down
+# so that the clip sees the network's gradient only (under `learned`, w's gradient
+# lam (1 - lam)(L_J - L_M) is 1.5-1.9 on tiny, most of the logged grad_norm: README).
+BALANCE_TAU, BALANCE_SPEED, BALANCE_GRAD = 0.5, 30.0, 1e-3
+
+
 class PredictReconstruct(nn.Module):
     """One shared encoder trained by L = lam * L_JEPA + (1 - lam) * L_MLM (mode hybrid), or by
     either loss alone (mode mlm / jepa). forward(batch) -> (loss, stats)."""
@@ -139,11 +153,16 @@ class PredictReconstruct(nn.Module):
             self.predictor = Predictor(cfg)
         if cfg.mode != "jepa":
             self.mlm_head = MLMHead(cfg)
-        self.lambda_kind, self.lam_fixed = parse_lambda_mode(cfg.lambda_mode)
-        if cfg.mode == "hybrid" and self.lambda_kind == "learned":
+        self.lambda_kind, value = parse_lambda_mode(cfg.lambda_mode)
+        self.lam_fixed = value if self.lambda_kind == "fixed" else None
+        self.balance_tau = value if self.lambda_kind == "balanced" else None
+        self.balanced = cfg.mode == "hybrid" and self.lambda_kind == "balanced"
+        if cfg.mode == "hybrid" and self.lambda_kind in ("learned", "balanced"):
             self.w = nn.Parameter(torch.zeros(()))  # lam = sigmoid(w) = 0.5 at the start
         if cfg.mode == "hybrid" and self.lambda_kind == "uncertainty":
             self.log_sigma = nn.Parameter(torch.zeros(2))  # (log s_JEPA, log s_MLM)
+        if self.balanced:  # (L_JEPA, L_MLM) of the first step; 0 = not measured yet
+            self.register_buffer("loss_init", torch.zeros(2))
         self.apply(self._init)
         if cfg.mode != "mlm":  # target starts as an exact copy of the online encoder
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
@@ -160,14 +179,78 @@ class PredictReconstruct(nn.Module):
                     nn.init.normal_(w, std=0.02 / math.sqrt(2 * len(m.blocks)))
 
     def lam(self):
-        """The weight of L_JEPA (for uncertainty weighting: its share of the two precisions)."""
-        if self.cfg.mode != "hybrid":
-            return torch.tensor(1.0 if self.cfg.mode == "jepa" else 0.0)
+        """The weight of L_JEPA: its share of the raw-loss weights (uncertainty: of the two
+        precisions; balanced: of lam_rel / L_J(0) and (1 - lam_rel) / L_M(0))."""
+        if self.cfg.mode != "hybrid":  # on the model's device: stats are all-reduced (NCCL)
+            return self.encoder.ln_f.weight.new_tensor(1.0 if self.cfg.mode == "jepa" else 0.0)
         if self.lambda_kind == "learned":
             return torch.sigmoid(self.w)
         if self.lambda_kind == "uncertainty":
             return torch.softmax(-2 * self.log_sigma, 0)[0]
-        return torch.tensor(self.lam_fixed)
+        if self.lambda_kind == "balanced":  # before the first step: the common-scale weight
+            return torch.where(self.loss_init[0] > 0, self._raw_share(self.loss_init),
+                               self.lam_balanced())
+        return self.encoder.ln_f.weight.new_tensor(self.lam_fixed)
+
+    def lam_balanced(self):
+        """lambda_mode=balanced: the weight of L_JEPA on the common scale (lam_rel in the logs)."""
+        return torch.sigmoid(BALANCE_SPEED * self.w)
+
+    def _raw_share(self, init):
+        rel = self.lam_balanced()
+        return rel * init[1] / (rel * init[1] + (1 - rel) * init[0])
+
+    def loss_balanced(self, loss_jepa, loss_mlm):
+        """lambda_mode=balanced -> (loss, lam, lam_rel): a learned weight with a stable interior
+        equilibrium, set by the two objectives' relative progress, whatever their scales.
+
+        Common scale: each loss as the fraction of its first-step value still left,
+        r_i = L_i / L_i(0) (GradNorm's "inverse training rate", Chen et al. 2018). The network
+        descends lam * r_J + (1 - lam) * r_M; the weight w *ascends*
+            Phi = lam * r_J + (1 - lam) * r_M + tau * H(lam),    lam = sigmoid(z), z = SPEED * w
+        (r detached, H the binary entropy), through a term of value 0 whose gradient is -dPhi/dw.
+        Since dH/dz = -lam (1 - lam) z,
+            dPhi/dz = lam (1 - lam) (r_J - r_M - tau z)
+        has one zero, z* = (r_J - r_M) / tau, i.e. lam* = sigmoid((r_J - r_M) / tau), and is
+        positive below it, negative above: a stable interior fixed point from any start. The
+        objective that has made less relative progress gets more weight: Dynamic Weight Average's
+        rule (Liu, Johns & Davison, CVPR 2019: a softmax of the tasks' loss ratios with
+        temperature T), with the ratio to the initial loss, and learned by the optimizer.
+        Why not the alternatives:
+        - minimising the weighted loss over w (`learned`): the loss is linear in lam, so there is
+          no interior fixed point, raw or normalised; lam runs to the smaller loss. Entropy added
+          to a *descent* gives one, sigmoid((r_M - r_J) / tau), but it favours the faster-falling
+          loss, which then falls faster still (positive feedback); here more weight on an
+          objective lowers its r and so its weight (negative feedback);
+        - dividing each loss by a running mean of itself: r becomes a noisy measure of the recent
+          rate, and a vanishing loss's gradient is scaled up by 1/L. JEPA's 1 - cos fell to
+          0.005-0.02 within 200 tiny steps (README): 50-200x, a push towards the collapse JEPA
+          alone shows. L_i(0) is a constant once measured;
+        - GradNorm's gradient-norm balancing: per-loss gradients at a shared layer every step (a
+          second backward with create_graph), more compute, and awkward under compile and DDP.
+        lam (logged) is L_JEPA's share of the raw-loss weights, as in every mode: lam_rel / L_J(0)
+        and (1 - lam_rel) / L_M(0), rescaled to sum to 1. L(0) is the `loss_init` buffer, set by
+        observe_losses after the first step; that step is its own reference (r = 1).
+        """
+        raw = torch.stack([loss_jepa, loss_mlm]).float()
+        init = torch.where(self.loss_init > 0, self.loss_init, raw.detach())
+        r = raw / init
+        lam_rel = self.lam_balanced()
+        fixed = lam_rel.detach()
+        loss = fixed * r[0] + (1 - fixed) * r[1]
+        rd = r.detach()
+        z = BALANCE_SPEED * self.w  # H(lam) = lam softplus(-z) + (1 - lam) softplus(z)
+        entropy = lam_rel * F.softplus(-z) + (1 - lam_rel) * F.softplus(z)
+        phi = lam_rel * rd[0] + (1 - lam_rel) * rd[1] + self.balance_tau * entropy
+        loss = loss + BALANCE_GRAD * (phi.detach() - phi)  # value 0; its gradient ascends Phi
+        return loss, self._raw_share(init).detach(), fixed
+
+    @torch.no_grad()
+    def observe_losses(self, losses, skipped):
+        """After a step (train.py): record (L_JEPA, L_MLM) of the global batch as L(0) if none is
+        recorded yet and the step was not skipped. A buffer: checkpointed, so resume is exact."""
+        first = (self.loss_init[0] == 0) & ~skipped & torch.isfinite(losses).all()
+        self.loss_init.copy_(torch.where(first, losses.float(), self.loss_init))
 
     def loss_mlm(self, corrupted, mlm_pos, mlm_labels):
         h = gather_tokens(self.encoder(corrupted), mlm_pos)  # (B, M, d): only masked positions
@@ -196,32 +279,42 @@ class PredictReconstruct(nn.Module):
             loss = stats["loss_mlm"]
         elif self.cfg.mode == "jepa":
             loss = stats["loss_jepa"]
-        elif self.lambda_kind == "uncertainty":  # Kendall et al. 2018, s = exp(log_sigma)
-            s2 = torch.exp(2 * self.log_sigma)
-            loss = (stats["loss_jepa"] / (2 * s2[0]) + stats["loss_mlm"] / (2 * s2[1])
-                    + self.log_sigma.sum())
         else:
-            lam = self.lam()
-            loss = lam * stats["loss_jepa"] + (1 - lam) * stats["loss_mlm"]
+            loss, mixed = self.mix(stats["loss_jepa"], stats["loss_mlm"])
+            stats.update(mixed)
         stats["loss"] = loss
-        stats["lam"] = self.lam()
+        stats.setdefault("lam", self.lam())
         return loss, {k: v.detach() for k, v in stats.items()}
+
+    def mix(self, loss_jepa, loss_mlm):
+        """The hybrid objective from its two losses -> (loss, {lam, and lam_rel if balanced})."""
+        if self.lambda_kind == "uncertainty":  # Kendall et al. 2018, s = exp(log_sigma)
+            s2 = torch.exp(2 * self.log_sigma)
+            loss = loss_jepa / (2 * s2[0]) + loss_mlm / (2 * s2[1]) + self.log_sigma.sum()
+            return loss, {"lam": self.lam()}
+        if self.lambda_kind == "balanced":
+            loss, lam, lam_rel = self.loss_balanced(loss_jepa, loss_mlm)
+            return loss, {"lam": lam, "lam_rel": lam_rel}
+        lam = self.lam()
+        return lam * loss_jepa + (1 - lam) * loss_mlm, {"lam": self.lam()}
 
 
 def parse_lambda_mode(text: str):
-    """'learned' | 'uncertainty' | 'fixed:<v>' with 0 <= v <= 1 -> (kind, v or None)."""
-    kind, _, value = text.partition(":")
-    if kind in ("learned", "uncertainty") and not value:
+    """'learned' | 'uncertainty' | 'fixed:<v>' with 0 <= v <= 1 | 'balanced[:<tau>]' with tau > 0
+    -> (kind, v for fixed, tau for balanced, None otherwise)."""
+    kind, colon, value = text.partition(":")
+    if kind in ("learned", "uncertainty") and not colon:
         return kind, None
-    if kind == "fixed":
-        try:
-            v = float(value)
-        except ValueError:
-            v = -1.0
-        if 0.0 <= v <= 1.0:
-            return kind, v
-    raise ValueError(f"lambda_mode {text!r}: expected learned, uncertainty or fixed:<v> "
-                     "with v in [0, 1]")
+    if kind == "balanced" and not colon:
+        return kind, BALANCE_TAU
+    try:
+        v = float(value)
+    except ValueError:
+        v = math.nan
+    if kind == "fixed" and 0.0 <= v <= 1.0 or kind == "balanced" and 0.0 < v < math.inf:
+        return kind, v
+    raise ValueError(f"lambda_mode {text!r}: expected learned, uncertainty, fixed:<v> with v in "
+                     f"[0, 1], or balanced[:<tau>] with tau > 0 (default {BALANCE_TAU})")
 
 
 # ----------------------------------------------------------------------------- FLOPs and collapse

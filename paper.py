@@ -3,7 +3,8 @@
     python paper.py [--preset=tiny] [--budget=1.5e14] [--arms=hybrid,mlm] [--corpus=enwiki]
 
 1. pre-trains every arm at the same FLOP budget (train.py --max_flops), each in its own process so
-   that a crash costs one arm only, into <out>/<arm>-<preset>;
+   that a crash costs one arm only, into <out>/<arm>-<preset> (an arm hybrid:fixed:0.5 into
+   hybrid-fixed-0.5-<preset>);
 2. probes every task x pooling of each arm (into the run's probe/) and of the baselines: the
    random-weight encoder (out/random-<preset>/probe) and majority and bag-of-words
    (out/baselines/probe), probe.py's own folders, which analyze.py reads too;
@@ -11,10 +12,10 @@
 4. writes <out>/report.md: our numbers next to the original's published ones, every number of ours
    with the JSON or log file it comes from.
 Re-running skips what is done: an arm whose checkpoint reached its planned steps (an unfinished one
-is resumed), a probe whose result JSON exists, an analysis newer than its inputs with the same
-settings. Tasks whose data is missing offline are skipped and reported.
+is resumed), a probe or an analysis whose result was made with exactly the same settings (flags,
+weights, data, code; anything else is redone, saying why). Tasks whose data is missing offline
+are skipped and reported.
 """
-import dataclasses
 import json
 import shlex
 import subprocess
@@ -40,14 +41,17 @@ PROBE_ARGS = "--pooler_cap=1000 --max_iter=50"
 class PaperConfig:
     preset: str = "tiny"
     budget: float = 0.0             # training FLOPs per arm; 0 = BUDGETS[preset]
-    arms: tuple[str, ...] = ("hybrid", "mlm")           # add jepa for the third arm
+    arms: tuple[str, ...] = ("hybrid", "mlm")   # modes, or hybrid:<lambda_mode> (hybrid:balanced)
     corpus: str = ""                # train.py --corpus; empty = the preset's
     tasks: tuple[str, ...] = tuple(data.TASKS)
     pools: tuple[str, ...] = P.POOLS
     baselines: tuple[str, ...] = ("random", "majority", "bow")
     n: int = 1000                   # analysis: dev examples per task
     bootstrap: int = 200
-    permutations: int = 200
+    permutations: int = 10_000      # sign-flip tests: the smallest p is 1e-4, so that a
+                                    # corrected threshold (0.05 / ~200 tests) is reachable
+    compare: tuple[str, ...] = ()   # analyze.py --compare: A/B pairs of runs or arms (methods)
+    correction: str = "holm"        # analyze.py --correction: holm | bh
     train_args: str = ""            # more train.py flags, space-separated (e.g. model sizes)
     probe_args: str = PROBE_ARGS    # probe.py flags, space-separated; analysis uses them too
     out: str = "out/paper"
@@ -88,17 +92,44 @@ def arm_status(run: Path, budget: float) -> str:
     return "done" if step >= conf["planned_steps"] else "unfinished"
 
 
+def parse_arm(arm: str) -> tuple[str, str]:
+    """'<mode>[:<lambda_mode>]' -> (mode, lambda_mode or '' for train.py's default): a lambda
+    variant is an arm of its own, e.g. hybrid:uncertainty, hybrid:fixed:0.5, hybrid:balanced."""
+    mode, _, lambda_mode = arm.partition(":")
+    if mode not in M.MODES:
+        raise UserError(f"--arms={arm}: expected <mode>[:<lambda_mode>] with a mode in "
+                        f"{', '.join(M.MODES)}, e.g. hybrid:uncertainty")
+    if lambda_mode and mode != "hybrid":
+        raise UserError(f"--arms={arm}: only a hybrid arm mixes two losses; a lambda_mode "
+                        "goes with hybrid (hybrid:<lambda_mode>)")
+    if lambda_mode:
+        try:
+            M.parse_lambda_mode(lambda_mode)
+        except ValueError as e:
+            raise UserError(f"--arms={arm}: {e}") from None
+    return mode, lambda_mode
+
+
+def arm_folder(arm: str, preset: str) -> str:
+    """The arm's run folder name, also its model name in the analysis: hybrid:fixed:0.5 at tiny
+    -> hybrid-fixed-0.5-tiny (no colons: they are not portable in paths)."""
+    return f"{arm.replace(':', '-')}-{preset}"
+
+
 def train_arms(cfg: PaperConfig, budget: float, errors: dict) -> dict[str, Path]:
     """Each arm in a train.py process (resumed if a checkpoint exists) -> {arm: finished run}."""
     finished = {}
     for arm in cfg.arms:
-        run = Path(cfg.out) / f"{arm}-{cfg.preset}"
+        mode, lambda_mode = parse_arm(arm)
+        run = Path(cfg.out) / arm_folder(arm, cfg.preset)
         status = arm_status(run, budget)
-        if status != "done":
-            cmd = [sys.executable, str(HERE / "train.py"), f"--mode={arm}",
+        if status != "done":  # the arm's lambda_mode last: it wins over one in train_args
+            cmd = [sys.executable, str(HERE / "train.py"), f"--mode={mode}",
                    f"--preset={cfg.preset}", f"--max_flops={budget:g}", f"--out={run}",
                    *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
-                   *shlex.split(cfg.train_args), *(["--resume"] if status == "unfinished" else [])]
+                   *shlex.split(cfg.train_args),
+                   *([f"--lambda_mode={lambda_mode}"] if lambda_mode else []),
+                   *(["--resume"] if status == "unfinished" else [])]
             print(f"paper: training {arm} ({status}): {shlex.join(cmd)}", file=sys.stderr,
                   flush=True)
             code = subprocess.run(cmd).returncode
@@ -119,38 +150,25 @@ def probe_jobs(cfg: PaperConfig, runs: list[Path]) -> list[tuple]:
     return jobs
 
 
-def probe_all(cfg: PaperConfig, runs: list[Path], tasks: list, errors: dict) -> list[Path]:
-    """Run the probes whose result JSON is missing -> every result JSON the paper uses."""
-    files = []
+def probe_all(cfg: PaperConfig, runs: list[Path], tasks: list, errors: dict):
+    """Run every probe the paper uses whose result is missing or was made with other settings
+    (the shared random and baseline folders included)."""
     for ckpt, folder, stems in probe_jobs(cfg, runs):
         for task in tasks:
-            todo = [s for s in stems if not (folder / f"{task}-{s}.json").exists()]
-            files += [folder / f"{task}-{s}.json" for s in stems]
-            if not todo:
-                continue
-            pcfg = P.ProbeConfig(task=(task,), ckpt=ckpt, pool=tuple(todo) if ckpt not in
+            pcfg = P.ProbeConfig(task=(task,), ckpt=ckpt, pool=tuple(stems) if ckpt not in
                                  P.BASELINES else ("mean",), preset=cfg.preset, out=str(folder))
             try:
-                P.run_probe(data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0])
+                P.run_probe(data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0], reuse=True)
             except UserError as e:
                 errors[f"probe {ckpt} {task}"] = str(e)
-    return files
 
 
 def analysis_config(cfg: PaperConfig, runs: list[Path], tasks: list) -> A.AnalyzeConfig:
     return A.AnalyzeConfig(runs=tuple(str(r) for r in runs), tasks=tuple(tasks), pools=cfg.pools,
                            random="random" in cfg.baselines, preset=cfg.preset, n=cfg.n,
                            probe_args=cfg.probe_args, bootstrap=cfg.bootstrap,
-                           permutations=cfg.permutations, out=str(Path(cfg.out) / "analysis"))
-
-
-def analysis_is_fresh(acfg: A.AnalyzeConfig, inputs: list[Path]) -> bool:
-    path = Path(acfg.out) / "analysis.json"
-    if not path.exists():
-        return False
-    same = json.loads(path.read_text())["config"] == json.loads(json.dumps(
-        dataclasses.asdict(acfg)))
-    return same and all(p.stat().st_mtime < path.stat().st_mtime for p in inputs if p.exists())
+                           permutations=cfg.permutations, compare=cfg.compare,
+                           correction=cfg.correction, out=str(Path(cfg.out) / "analysis"))
 
 
 # ----------------------------------------------------------------------------- the report
@@ -169,24 +187,109 @@ def wall_time(log: list[dict]) -> float:
     return total + last
 
 
-TRAJECTORY = ("loss", "loss_mlm", "loss_jepa", "lam", "rankme", "feat_std")
+TRAJECTORY = ("loss", "loss_mlm", "loss_jepa", "lam", "lam_rel", "jepa_share", "rankme",
+              "feat_std")
+
+
+def with_share(rec: dict) -> dict:
+    """The record plus jepa_share, L_JEPA's part of the weighted loss: lam L_J / (lam L_J +
+    (1 - lam) L_M), lam being L_JEPA's share of the raw-loss weights in every lambda_mode."""
+    if {"lam", "loss_jepa", "loss_mlm"} <= set(rec):
+        jepa, mlm = rec["lam"] * rec["loss_jepa"], (1 - rec["lam"]) * rec["loss_mlm"]
+        rec = dict(rec, jepa_share=jepa / (jepa + mlm) if jepa + mlm > 0 else 0.0)
+    return rec
+
+
+def evenly(log: list[dict], points: int) -> list[dict]:
+    """~`points` records at evenly spaced positions of the log, its first and last included."""
+    return [log[i] for i in sorted({round(i * (len(log) - 1) / (points - 1))
+                                    for i in range(points)})]
+
+
+def lam_path(log: list[dict], key: str = "lam", points: int = 5) -> str:
+    """A hybrid arm's lambda along training, e.g. 0.500 → 0.547 → 0.612."""
+    return " → ".join(f"{rec[key]:.3f}" for rec in evenly(log, points))
 
 
 def trajectory(runs: dict, points: int = 10) -> list[str]:
-    """Each arm's logged losses, lambda and collapse signals at ~`points` evenly spaced steps."""
+    """Each arm's logged losses, lambda and collapse signals at ~`points` evenly spaced steps,
+    then lambda and both losses of every arm side by side at the same training FLOPs."""
     lines = ["", "## Along training", "",
-             "From each run's log.jsonl. lam: the JEPA weight; rankme, feat_std: collapse "
-             "signals, the RankMe and mean per-dimension std of the layer-normed token features "
-             "of 8 clean rows from the target encoder (the online one for MLM); a collapsed "
-             "encoder has both near their minimum.", "",
+             "From each run's log.jsonl. lam: L_JEPA's share of the raw-loss weights (the "
+             "uncertainty mode: of the two precisions; balanced: of lam_rel / L_J(0) and "
+             "(1 - lam_rel) / L_M(0)); lam_rel: the balanced mode's learned weight on the common "
+             "scale L / L(0); jepa_share: L_JEPA's part of the weighted loss, lam L_J / (lam L_J "
+             "+ (1 - lam) L_M); rankme, feat_std: collapse signals, the RankMe and mean "
+             "per-dimension std of the layer-normed token features of 8 clean rows from the "
+             "target encoder (the online one for MLM); a collapsed encoder has both near their "
+             "minimum.", "",
              *A.table_head(["arm", "step", *TRAJECTORY])]
     for run in runs.values():
-        log = read_log(run)
-        picks = sorted({round(i * (len(log) - 1) / (points - 1)) for i in range(points)})
-        for rec in (log[i] for i in picks):
+        for rec in map(with_share, evenly(read_log(run), points)):
             lines.append(f"| {run.name} | {rec['step']:,} | " + " | ".join(
                 f"{rec[k]:.4f}" if k in rec else "-" for k in TRAJECTORY) + " |")
+    logs = {run.name: read_log(run) for run in runs.values()}
+    budget = max(log[-1]["flops"] for log in logs.values())
+    for key, what in (("lam", "lam"), ("loss_jepa", "L_JEPA"), ("loss_mlm", "L_MLM")):
+        named = [n for n, log in logs.items() if key in log[-1]
+                 and (key != "lam" or {"loss_jepa", "loss_mlm"} <= set(log[-1]))]
+        if not named:
+            continue
+        lines += ["", f"{what} of every arm that has it, at the logged step nearest to each "
+                  "tenth of the training FLOPs:", "", *A.table_head(["FLOPs", *named])]
+        shown = []
+        for i in range(11):
+            at = i * budget / 10
+            near = [min(logs[n], key=lambda r: abs(r["flops"] - at)) for n in named]
+            if near != shown:  # a short log has fewer records than tenths: no repeated rows
+                lines.append(f"| {at:.2e} | " + " | ".join(f"{r[key]:.4f}" for r in near) + " |")
+            shown = near
     return lines
+
+
+def lambda_figures(runs: dict, out: Path) -> Path | None:
+    """lambda, L_JEPA and L_MLM against training FLOPs for every arm that logs them -> the PNG;
+    None when matplotlib is missing (it is optional)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for i, run in enumerate(runs.values()):  # one colour per arm in every panel
+        log = read_log(run)
+        for ax, key in zip(axes, ("lam", "loss_jepa", "loss_mlm")):
+            if key in log[-1] and (key != "lam" or "loss_jepa" in log[-1] and "loss_mlm" in
+                                   log[-1]):
+                ax.plot([r["flops"] for r in log], [r[key] for r in log], color=f"C{i}",
+                        label=run.name)
+    for ax, title in zip(axes, ("lambda (L_JEPA's share of the loss weights)", "L_JEPA",
+                                "L_MLM")):
+        ax.set(title=title, xlabel="training FLOPs")
+        ax.legend(fontsize=7)
+    axes[1].set_yscale("log")  # 1 - cos spans orders of magnitude (0.005-1 on tiny)
+    fig.tight_layout()
+    path = out / "lambda.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def pair_columns(analysis: dict | None) -> list[str]:
+    """Column names of every comparison of the analysis: difference [CI], raw and adjusted p."""
+    return [c for p in (analysis or {}).get("pairs", [])
+            for c in (f"{p['label']}: a - b [95% CI]", "p", "p adj")]
+
+
+def pair_cells(analysis: dict, task: str, pool: str, metric: str) -> list[str]:
+    out = []
+    for p in analysis["pairs"]:
+        c = next((c for c in analysis["comparisons"] if (c["pair"], c["task"], c["pool"],
+                  c["metric"]) == (p["label"], task, pool, metric)), {})
+        out += [A.with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), A.fmt_p(c.get("p")),
+                A.fmt_p(c.get("p_adj"))]
+    return out
 
 
 def cell(analysis: dict, task: str, pool: str, model: str, metric: str) -> str:
@@ -209,20 +312,28 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
              f"{cfg.corpus or 'the preset default'}; train.py flags "
              f"{cfg.train_args or '(none)'}; probe.py flags {cfg.probe_args or '(none)'}; "
              f"analysis: {cfg.n} dev examples per task, {cfg.bootstrap} bootstrap resamples, "
-             f"{cfg.permutations} permutations.", ""]
+             f"{cfg.permutations:,} sign flips per permutation test, {cfg.correction} "
+             "correction.", ""]
     lines += [f"- skipped {t}: {why}" for t, why in skipped.items()]
     lines += [f"- **failed** {k}: {why}" for k, why in errors.items()]
     lines += ["", "## Pre-training at equal compute", "",
               *A.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
-                             "final lambda", "final loss", "source"])]
+                             "lambda_mode", "lambda along training", "final loss", "source"])]
     for arm, run in runs.items():
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
         last = log[-1]
-        lam = f"{last['lam']:.4f}" if arm == "hybrid" else "-"  # the others log a constant
+        hybrid = parse_arm(arm)[0] == "hybrid"  # the others log a constant lambda
+        lam = lam_path(log) if hybrid else "-"
+        if hybrid and "lam_rel" in last:
+            lam += f" (lam_rel {lam_path(log, 'lam_rel')})"
         lines.append(f"| {run.name} | {last['step']:,} ({conf['planned_steps']:,}) | "
                      f"{last['flops']:.3e} | {last['tokens']:,} | {wall_time(log) / 60:.1f} min | "
-                     f"{lam} | {last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
+                     f"{conf['config']['lambda_mode'] if hybrid else '-'} | {lam} | "
+                     f"{last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
     lines += trajectory(runs)
+    figure = lambda_figures(runs, Path(cfg.out))
+    lines += ["", f"Figure: {figure} (lambda and both losses against training FLOPs)." if figure
+              else "No lambda figure: matplotlib is not installed (pip install matplotlib)."]
     folders = ", ".join(m["probe_dir"] for m in analysis["models"]) if analysis else "-"
     lines += ["", "## Linear probes next to the original", "",
               "Percent; ours: mean [95% bootstrap CI] on the full dev split, read from probe.py's "
@@ -230,8 +341,11 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
               "out/baselines/probe. The original does not say which pooling its table used. "
               "Trained poolers (weighted, attention) are fitted on a seeded subset of train when "
               "--pooler_cap in the probe.py flags above says so (n_train in each JSON), so compare "
-              "arms within a pooling, not poolings with each other.", "",
-              *A.table_head(["task", "metric", "source", "pool", *names, "majority", "bow"])]
+              "arms within a pooling, not poolings with each other. a - b: the paired test of the "
+              "probe difference on the same dev examples (analysis/analysis.json, metric "
+              "semantic_probe; tests below).", "",
+              *A.table_head(["task", "metric", "source", "pool", *names, "majority", "bow",
+                             *pair_columns(analysis)])]
     for task in cfg.tasks:  # the original's rows even for tasks we could not run
         for t, metric, hyb, mlm, source, note in ORIGINAL_PROBES:
             if t == task:
@@ -239,38 +353,54 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
                              for n in names]
                 lines.append(f"| {task} | {metric} | original: {source}"
                              f"{'; ' + note if note else ''} | - | " + " | ".join(published)
-                             + " | | |")
+                             + " | |" + " |" * (len(pair_columns(analysis)) + 1))
         if analysis and task in analysis["tasks"]:
             base = analysis["baselines"][task]
             for pool in cfg.pools:
                 ours = [cell(analysis, task, pool, n, "semantic_probe") for n in names]
+                ours += [A.with_ci(base["majority"]), A.with_ci(base["bow"])]
+                ours += pair_cells(analysis, task, pool, "semantic_probe")
                 lines.append(f"| {task} | {A.PRIMARY[task]} | ours | {pool} | " + " | ".join(ours)
-                             + f" | {A.with_ci(base['majority'])} | {A.with_ci(base['bow'])} |")
+                             + " |")
     lines += ["", "## Uniformity next to the original", "",
               f"The abstract, {ABSTRACT}: \"{ABSTRACT_CLAIM}\". The README, {README}, per cell "
               "below (lower is more uniform). "
               "Ours: analysis/analysis.json (definitions in analysis/report.md).", ""]
-    if analysis and analysis["comparison"]:
-        a, b = analysis["comparison"]["a"], analysis["comparison"]["b"]
-        diff = {(c["task"], c["pool"]): c for c in analysis["comparisons"]
-                if c["metric"] == "uniformity"}
+    if analysis and analysis["pairs"]:
         orig = {(t, p): (h, m) for t, p, h, m in ORIGINAL_UNIFORMITY}
         lines += A.table_head(["task", "pool", "original hybrid", "original MLM", *names,
-                               f"{a} - {b} [95% CI]", "p"])
-        for (t, p), c in diff.items():
+                               *pair_columns(analysis)])
+        for t, p in dict.fromkeys((c["task"], c["pool"]) for c in analysis["cells"]):
             h, m = orig.get((t, p), ("-", "-"))
             lines.append(f"| {t} | {p} | {h} | {m} | " + " | ".join(
-                cell(analysis, t, p, n, "uniformity") for n in names)
-                + f" | {A.with_ci(dict(value=c['diff'], ci=c['ci']))} | {A.fmt(c['p'])} |")
-        lines += ["", "Every metric, hybrid vs MLM (analysis/analysis.json, `consistency`):", "",
-                  *A.consistency_table(analysis["consistency"], "hybrid", "MLM")]
+                [cell(analysis, t, p, n, "uniformity") for n in names]
+                + pair_cells(analysis, t, p, "uniformity")) + " |")
+        lines += ["", "## Every metric, compared", "",
+                  "From analysis/analysis.json (`consistency`). Tests (p: raw; p adj: corrected):",
+                  "", *A.tests_text(analysis)]
+        for pair in analysis["pairs"]:
+            lines += ["", f"{pair['label']} (a = {' + '.join(pair['a'])}, b = "
+                      f"{' + '.join(pair['b'])}):", "",
+                      *A.consistency_table(analysis["consistency"][pair["label"]], "a", "b")]
     else:
-        lines.append("No analysis with both a hybrid and an MLM arm: nothing to compare.")
+        lines.append("No analysis with two sides to compare (a hybrid and an MLM arm, or "
+                     "--compare): nothing to compare.")
     lines += ["", f"Full tables and figures: {Path(cfg.out) / 'analysis' / 'report.md'}."]
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- main
+
+def check_compare(cfg: PaperConfig):
+    """The analysis' flags (--compare against the arms' names, --correction, the probe flags),
+    checked before hours of training."""
+    acfg = analysis_config(cfg, [], list(cfg.tasks))
+    A.check(acfg)
+    models = [dict(name=arm_folder(a, cfg.preset), method=A.method(dict(
+        mode=parse_arm(a)[0], lambda_mode=parse_arm(a)[1] or "learned"))) for a in cfg.arms]
+    models += [dict(name=f"random-{cfg.preset}", method="random")] * ("random" in cfg.baselines)
+    A.resolve_pairs(acfg, models)
+
 
 def available(tasks) -> tuple[list, dict]:
     ok, skipped = [], {}
@@ -279,7 +409,7 @@ def available(tasks) -> tuple[list, dict]:
             P.load_splits(task)
             ok.append(task)
         except UserError as e:
-            skipped[task] = str(e)
+            skipped[task] = A.portable(str(e))
     return ok, skipped
 
 
@@ -288,22 +418,25 @@ def main(argv):
     budget = cfg.budget or BUDGETS.get(cfg.preset, 0.0)
     if budget <= 0:
         raise UserError(f"--preset={cfg.preset} has no default budget; pass --budget=FLOPs per arm")
-    if not cfg.arms or any(a not in M.MODES for a in cfg.arms):
-        raise UserError(f"--arms={','.join(cfg.arms)}: expected some of {', '.join(M.MODES)}")
+    if not cfg.arms:
+        raise UserError(f"--arms is empty: expected some of {', '.join(M.MODES)}")
+    for arm in cfg.arms:
+        parse_arm(arm)
+    if len({arm_folder(a, cfg.preset) for a in cfg.arms}) < len(cfg.arms):
+        raise UserError(f"--arms={','.join(cfg.arms)}: an arm is named twice")
     bad = [b for b in cfg.baselines if b not in ("random", *P.BASELINES)]
     if bad:
         raise UserError(f"--baselines={','.join(bad)}: expected some of random, majority, bow")
+    check_compare(cfg)
     t0, errors = time.time(), {}
     tasks, skipped = available(cfg.tasks)
     runs = train_arms(cfg, budget, errors)
-    probes = probe_all(cfg, list(runs.values()), tasks, errors)
+    probe_all(cfg, list(runs.values()), tasks, errors)
     analysis = None
     if runs and tasks:
         acfg = analysis_config(cfg, list(runs.values()), tasks)
         try:
-            if not analysis_is_fresh(acfg, [r / "ckpt.pt" for r in runs.values()] + probes):
-                A.analyze(acfg)
-            analysis = json.loads((Path(acfg.out) / "analysis.json").read_text())
+            analysis = A.analyze(acfg, reuse=True)
         except UserError as e:  # a probe that failed above fails here again: report, go on
             errors["analysis"] = str(e)
     path = Path(cfg.out) / "report.md"

@@ -10,13 +10,15 @@ Protocol (SPEC 3; SPEC 5 lists what the original got wrong): the frozen encoder 
 features standardised with train statistics and is fitted by full-batch L-BFGS; its L2 strength
 is chosen on a held-out 10% of TRAIN, then it is refitted on all of train. The dev split is used
 once, for the reported number. `weighted` and `attention` poolers are trained with the head by the
-same protocol. Numbers are percent: mean over probe seeds, bootstrap 95% CI over dev examples.
-Results: <results>/<task>-<pool>.json and summary.md; features cached in <results>/cache/.
+same protocol; the L2 grid is extended (10x a step) while the choice sits on its edge. Numbers
+are percent: mean over probe seeds, bootstrap 95% CI over dev examples (stats.py).
+Results: <results>/<task>-<pool>.json with the settings that made it (provenance.py), its dev
+predictions per seed in <task>-<pool>.npz (for analyze.py's paired tests), and summary.md; the
+features (features.py) cached in <results>/cache/, keyed by weights, texts, pooling, device and
+dtype.
 """
-import hashlib
-import itertools
+import dataclasses
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -25,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
-from tokenizers import Tokenizer
-from torch.nn.utils.rnn import pad_sequence
 
 import data
-import model as M
+import provenance as R
+import stats as S
 from data import UserError
+from features import (BASELINES, MAX_LEN, Source, bow_parts, cached, featurize, fixed_part,
+                      open_source, token_part, vectors)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ProbeConfig:
     max_train: int = 0                      # use a seeded subset of this many train examples
     pooler_cap: int = 20_000                # default max_train of trained poolers: token states
     l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    l2_extend: int = 3                      # 10x steps beyond the grid when it chooses an edge
     heldout: float = 0.1                    # fraction of train that chooses the L2 strength
     max_iter: int = 200                     # L-BFGS iterations per fit
     bow_vocab: int = 10_000                 # bag-of-words baseline: the K most frequent tokens
@@ -57,9 +60,6 @@ class ProbeConfig:
 
 POOLS = ("mean", "max", "weighted", "attention")
 TRAINED_POOLS = ("weighted", "attention")
-BASELINES = ("majority", "bow")
-MAX_LEN = 128           # tokens per sentence, [CLS] and [SEP] included
-RANDOM_INIT_SEED = 0    # --ckpt=random: the weights train.py would start from with --seed=0
 SUBSET_SEED = 0         # one train subset for every seed and pooling, so they share the cache
 BOOTSTRAP_SEED = 0      # the same resamples for every model: CIs of two models are paired
 METRICS = {"sst2": ("acc",), "mrpc": ("f1", "acc"), "qqp": ("f1", "acc"), "mnli": ("acc",),
@@ -67,277 +67,34 @@ METRICS = {"sst2": ("acc",), "mrpc": ("f1", "acc"), "qqp": ("f1", "acc"), "mnli"
 
 
 # ----------------------------------------------------------------------------- metrics
-# Fractions in, fractions out; vectorised over leading axes so one call scores every bootstrap
-# resample. An undefined value (a constant prediction) is 0, as sklearn reports it.
 
-def _safe_div(num, den):
-    return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)[()]
-
-
-def accuracy(pred, gold):
-    return (np.asarray(pred) == np.asarray(gold)).mean(-1)
-
-
-def f1(pred, gold):
-    """F1 of the positive class (label 1), as GLUE reports it for MRPC and QQP."""
-    p, g = np.asarray(pred) == 1, np.asarray(gold) == 1
-    tp, fp, fn = (p & g).sum(-1), (p & ~g).sum(-1), (~p & g).sum(-1)
-    return _safe_div(2.0 * tp, 2.0 * tp + fp + fn)
-
-
-def mcc(pred, gold):
-    """Matthews correlation of binary labels (CoLA)."""
-    p, g = np.asarray(pred) == 1, np.asarray(gold) == 1
-    tp, tn = (p & g).sum(-1) * 1.0, (~p & ~g).sum(-1) * 1.0
-    fp, fn = (p & ~g).sum(-1) * 1.0, (~p & g).sum(-1) * 1.0
-    return _safe_div(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
-
-
-def pearson(x, y):
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    constant = (x.max(-1) == x.min(-1)) | (y.max(-1) == y.min(-1))  # rounding would not give 0
-    x, y = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
-    den = np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
-    return _safe_div((x * y).sum(-1), np.where(constant, 0.0, den))
-
-
-def spearman(x, y):
-    return pearson(rankdata(x, axis=-1), rankdata(y, axis=-1))
-
-
-METRIC_FNS = {"acc": accuracy, "f1": f1, "mcc": mcc, "pearson": pearson, "spearman": spearman}
-
-
-def metric_specs(task: str) -> list:
+def metric_specs(task: str, pool: str = "mean") -> list:
     """(name, dev split, output, function) of every reported number; MNLI gets one per dev split.
-    STS-B adds the zero-shot cos(u, v) Spearman: no head, just the pooled vectors."""
+    STS-B adds the cos(u, v) Spearman of the pooled vectors, no head: zero-shot for mean and max
+    pooling, but a trained pooler was fitted on STS-B's train labels, so there it is named
+    cos_spearman_trained_pooler."""
     splits = data.TASKS[task].dev_splits
-    specs = [(m if len(splits) == 1 else f"{m}_{s.removeprefix('dev_')}", s, "pred", METRIC_FNS[m])
-             for s in splits for m in METRICS[task]]
-    return specs + ([("cos_spearman", "dev", "cos", spearman)] if task == "stsb" else [])
+    specs = [(m if len(splits) == 1 else f"{m}_{s.removeprefix('dev_')}", s, "pred",
+              S.METRIC_FNS[m]) for s in splits for m in METRICS[task]]
+    cos = "cos_spearman_trained_pooler" if pool in TRAINED_POOLS else "cos_spearman"
+    return specs + ([(cos, "dev", "cos", S.spearman)] if task == "stsb" else [])
 
 
-def summarize(task: str, outputs: list[dict], gold: dict, resamples: int):
+def summarize(task: str, pool: str, outputs: list[dict], gold: dict, resamples: int):
     """Mean over seeds of each metric, per-seed values, and a percentile bootstrap 95% CI over
     dev examples in which each resample averages the metric over the seeds."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    idx = {s: rng.integers(0, len(g), (resamples, len(g))) for s, g in gold.items()}
+    idx = {s: S.resample_indices(len(g), resamples, [BOOTSTRAP_SEED, i])
+           for i, (s, g) in enumerate(gold.items())}
     metrics, ci, per_seed = {}, {}, {}
-    for name, split, key, fn in metric_specs(task):
+    for name, split, key, fn in metric_specs(task, pool):
         if key not in outputs[0][split]:
             continue  # the majority baseline has no vectors, hence no cosine
-        i, g = idx[split], gold[split]
-        per_seed[name] = [round(100 * float(fn(o[split][key], g)), 4) for o in outputs]
-        boots = 100 * np.mean([fn(o[split][key][i], g[i]) for o in outputs], axis=0)
+        preds = [o[split][key] for o in outputs]
+        per_seed[name] = [round(100 * float(fn(p, gold[split])), 4) for p in preds]
         metrics[name] = round(float(np.mean(per_seed[name])), 4)
-        ci[name] = [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])]
+        boots = 100 * S.seed_mean(fn, preds, gold[split], idx[split])
+        ci[name] = [round(v, 4) for v in S.percentile_ci(boots)]
     return metrics, ci, per_seed
-
-
-# ----------------------------------------------------------------------------- feature sources
-
-@dataclass
-class Source:
-    """Where features come from: an encoder (a checkpoint or random weights) or a baseline."""
-    name: str                   # --ckpt as given
-    kind: str                   # encoder | majority | bow
-    results: Path
-    encoder: torch.nn.Module | None = None
-    tok: Tokenizer | None = None
-    key: str = ""               # identifies the weights in cache keys
-    tok_hash: str = ""
-    device: str = "cpu"
-    max_len: int = MAX_LEN      # fewer if the encoder has fewer position embeddings
-
-
-def open_source(cfg: ProbeConfig) -> Source:
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") or device == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device={device}: expected cpu, or cuda on a machine that has CUDA")
-    if cfg.ckpt in BASELINES:  # counts need a tokenizer: the one a random encoder uses
-        tok = data.load_tokenizer("bert-base-uncased") if cfg.ckpt == "bow" else None
-        return Source(cfg.ckpt, cfg.ckpt, Path(cfg.out or "out/baselines/probe"), tok=tok)
-    if cfg.ckpt == "random":
-        from train import PRESETS
-        if cfg.preset not in PRESETS:
-            raise UserError(f"--preset={cfg.preset}: expected one of {', '.join(PRESETS)}")
-        if cfg.encoder != "online":
-            raise UserError("--encoder=target: a random-weight encoder has no EMA copy; "
-                            "use --encoder=online with --ckpt=random")
-        tok = data.load_tokenizer("bert-base-uncased")
-        sizes = {k: PRESETS[cfg.preset][k]
-                 for k in ("d_model", "n_layers", "n_heads", "pred_dim", "pred_depth")}
-        mcfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), mode="mlm", **sizes)
-        with torch.random.fork_rng():  # the project's init (std 0.02, depth-scaled residuals)
-            torch.manual_seed(RANDOM_INIT_SEED)
-            encoder = M.PredictReconstruct(mcfg).encoder
-        key = f"random-{cfg.preset}-{RANDOM_INIT_SEED}"
-        results = Path(cfg.out or f"out/random-{cfg.preset}/probe")
-    else:
-        encoder, tok, _ = M.load_encoder(cfg.ckpt, cfg.encoder)
-        with open(cfg.ckpt, "rb") as f:
-            key = f"{hashlib.file_digest(f, 'sha256').hexdigest()[:16]}-{cfg.encoder}"
-        results = Path(cfg.out or Path(cfg.ckpt).parent / "probe")
-    return Source(cfg.ckpt, "encoder", results, encoder.eval().requires_grad_(False).to(device),
-                  tok, key, hashlib.sha256(tok.to_str().encode()).hexdigest()[:16], device,
-                  min(MAX_LEN, encoder.pos_emb.num_embeddings))
-
-
-def content_ids(tok, texts: list[str], max_len: int = MAX_LEN) -> list[list[int]]:
-    """Token ids without specials, cut so that [CLS] ids [SEP] fits in max_len."""
-    return [e.ids[: max_len - 2] for e in tok.encode_batch(texts, add_special_tokens=False)]
-
-
-# ----------------------------------------------------------------------------- encoding
-
-def pool_tokens(kind: str, h, mask, param=None):
-    """Token states h (B, T, d) -> (B, d) over real tokens only (mask (B, T), True = real), so
-    padding never changes a pooled vector. weighted: param = (MAX_LEN,) one learned logit per
-    position; attention: param = (d,) one learned query, scaled dot product. Both are a softmax
-    over the real tokens and equal mean pooling when param = 0."""
-    if kind == "mean":
-        m = mask[..., None].to(h.dtype)
-        return (h * m).sum(1) / m.sum(1)
-    if kind == "max":
-        return h.masked_fill(~mask[..., None], float("-inf")).amax(1)
-    scores = (param[: h.shape[1]].expand(mask.shape) if kind == "weighted"
-              else h @ param / math.sqrt(h.shape[-1]))
-    return torch.einsum("bt,btd->bd", scores.masked_fill(~mask, float("-inf")).softmax(-1), h)
-
-
-@torch.inference_mode()
-def encode(source: Source, ids: list[list[int]], kind: str, batch_size: int):
-    """Content ids -> pooled vectors (N, d) float32, or for kind='tokens' the real-token states
-    of all sequences concatenated ((sum of lengths, d) float16, to halve RAM) with the lengths.
-    Batches hold sequences of similar length, so there is little padding to compute."""
-    sp = data.special_ids(source.tok)
-    seqs = [[sp["cls"]] + s + [sp["sep"]] for s in ids]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first: peak RAM early
-    out = [None] * len(seqs)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=source.device == "cuda")
-    for lo in range(0, len(order), batch_size):
-        batch = order[lo:lo + batch_size]
-        x = pad_sequence([torch.tensor(seqs[i]) for i in batch], True, sp["pad"])  # (B, T)
-        mask = torch.arange(x.shape[1]) < torch.tensor([len(seqs[i]) for i in batch])[:, None]
-        with autocast:
-            h = source.encoder(x.to(source.device), pad_mask=mask.to(source.device)).float().cpu()
-        pooled = h.half() if kind == "tokens" else pool_tokens(kind, h, mask)
-        for r, i in enumerate(batch):
-            out[i] = pooled[r, :len(seqs[i])] if kind == "tokens" else pooled[r]
-    if kind == "tokens":
-        return torch.cat(out), torch.tensor([len(s) for s in seqs])
-    return torch.stack(out)
-
-
-def load_cache(path: Path) -> dict | None:
-    """A cache file, or None when there is none or it is unreadable (cut short by a crash of an
-    older version, a bad disk): then it is encoded again and replaced. Writers replace files
-    atomically, so a concurrent probe never sees one half-written."""
-    if not path.exists():
-        return None
-    try:
-        c = torch.load(path, weights_only=True)
-        if isinstance(c, dict) and {"tokenizer", "a", "b"} <= set(c):
-            return c
-    except Exception:  # torch raises RuntimeError, EOFError or pickle errors for a broken file
-        pass
-    print(f"warning: {path} is unreadable; encoding again", file=sys.stderr)
-    return None
-
-
-def cached(cfg, source: Source, task: str, split: str, pool: str, texts_a, texts_b):
-    """Features (a, b) of one split, encoded once per (weights, task, split, pooling)."""
-    key = hashlib.sha256(f"{source.key}|{task}|{split}|{pool}".encode()).hexdigest()[:16]
-    path = source.results / "cache" / f"{task}-{split}-{pool}-{key}.pt"
-    c = load_cache(path)
-    if c is not None:
-        if c["tokenizer"] != source.tok_hash:
-            raise UserError(f"{path} holds features made with another tokenizer ({c['tokenizer']}"
-                            f") than {source.name}'s ({source.tok_hash}); delete the folder "
-                            f"{path.parent} and run again")
-        return c["a"], c["b"]
-    t0 = time.time()
-    n = len(texts_a) * (2 if texts_b else 1)
-    print(f"{task} {split}: encoding {n:,} sequences ({pool})", end="", file=sys.stderr, flush=True)
-    a = encode(source, content_ids(source.tok, texts_a, source.max_len), pool, cfg.batch_size)
-    b = texts_b and encode(source, content_ids(source.tok, texts_b, source.max_len), pool,
-                           cfg.batch_size)
-    print(f" {time.time() - t0:.1f}s", file=sys.stderr)
-    data.atomic_write(path, lambda f: torch.save(dict(tokenizer=source.tok_hash, a=a, b=b), f))
-    return a, b
-
-
-# ----------------------------------------------------------------------------- probe inputs
-# A "part" is one split ready for the head: fixed vectors (a, b, and X = their pair features) or,
-# for trained poolers, token states in length-sorted padded chunks (a, b) pooled at every step.
-
-def pair_features(u, v):
-    """Bi-encoder pair features (SentenceBERT / InferSent): [u, v, |u-v|, u*v]."""
-    return torch.cat([u, v, (u - v).abs(), u * v], dim=1)
-
-
-def fixed_part(a, b=None) -> dict:
-    X = a if b is None else pair_features(a, b)
-    return dict(a=a, b=b, X=X, dim=X.shape[1])
-
-
-def padded_chunks(states, lengths, chunk: int = 256) -> list:
-    """Flat token states -> [(h (B, T, d) float32, mask (B, T), example rows)] by length."""
-    pieces = states.split(lengths.tolist())
-    order = torch.argsort(lengths, descending=True, stable=True)
-    return [(pad_sequence([pieces[i].float() for i in rows], True), torch.arange(
-             lengths[rows[0]]) < lengths[rows, None], rows) for rows in order.split(chunk)]
-
-
-def token_part(a, b=None) -> dict:
-    d = a[0].shape[1]
-    return dict(a=padded_chunks(*a), b=None if b is None else padded_chunks(*b), d=d,
-                dim=d * (1 if b is None else 4))
-
-
-def flat(seqs) -> np.ndarray:
-    return np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64)
-
-
-def bow_parts(tok, texts: dict, k: int) -> dict:
-    """Bag-of-words baseline: log(1 + count) of the k most frequent train tokens, sparse; pairs
-    get the same layout as encoders, [a, b, |a-b|, a*b] (a*b: the words both sentences share)."""
-    ids = {s: [None if t is None else content_ids(tok, t) for t in ab] for s, ab in texts.items()}
-    counts = np.bincount(np.concatenate([flat(seqs) for seqs in ids["train"] if seqs is not None]),
-                         minlength=tok.get_vocab_size())
-    vocab = np.argsort(-counts, kind="stable")[:k]
-    vocab = vocab[counts[vocab] > 0]
-    column = np.full(tok.get_vocab_size(), -1)
-    column[vocab] = np.arange(len(vocab))
-
-    def bag(seqs):
-        rows = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-        cols = column[flat(seqs)]
-        keep = cols >= 0
-        return torch.sparse_coo_tensor(  # coalesce() sums the repeats of a token into its count
-            torch.tensor(np.stack([rows[keep], cols[keep]])), torch.ones(int(keep.sum())),
-            (len(seqs), len(vocab)), check_invariants=True).coalesce().log1p()
-
-    return {s: fixed_part(bag(a), None if b is None else bag(b)) for s, (a, b) in ids.items()}
-
-
-def vectors(part: dict, kind: str, param):
-    """The pooled sentence vectors (u, v or None) of a part."""
-    if "X" in part:  # already pooled
-        return part["a"], part["b"]
-
-    def pooled(chunks):  # (N, d) in example order
-        out = torch.cat([pool_tokens(kind, h, mask, param) for h, mask, _ in chunks])
-        return out[torch.argsort(torch.cat([rows for _, _, rows in chunks]))]
-
-    return pooled(part["a"]), None if part["b"] is None else pooled(part["b"])
-
-
-def featurize(part: dict, pool: str, param):
-    if "X" in part:
-        return part["X"]
-    u, v = vectors(part, pool, param)
-    return u if v is None else pair_features(u, v)
 
 
 # ----------------------------------------------------------------------------- the probe
@@ -424,7 +181,8 @@ def predict(probe: dict, part: dict) -> np.ndarray:
 def select_and_fit(part: dict, y: np.ndarray, task: str, pool: str, seed: int,
                    cfg: ProbeConfig):
     """Choose the L2 strength on a seeded held-out share of TRAIN by the task's first metric,
-    then refit on all of train with it -> (probe, held-out score).
+    then refit on all of train with it -> (probe, held-out score); probe["l2_tried"] lists the
+    strengths tried.
 
     A trained pooler is fitted jointly with the head once, on the non-held-out rows, at the L2
     the held-out rows choose for its initial (near-mean) pooling; it is then frozen and the head
@@ -441,23 +199,41 @@ def select_and_fit(part: dict, y: np.ndarray, task: str, pool: str, seed: int,
         probe, score = select_and_fit(fixed_part(*vectors(part, pool, param)), y, task, "mean",
                                       seed, cfg)
         return dict(probe, pool=pool, param=param), score
-    best, score = l2_path(part, y, held, rest, task, seed, cfg)
-    return fit(part, y, np.arange(len(y)), best["l2"], pool, num_labels, seed, cfg.max_iter,
-               init=best), score
+    best, score, tried = l2_path(part, y, held, rest, task, seed, cfg)
+    probe = fit(part, y, np.arange(len(y)), best["l2"], pool, num_labels, seed, cfg.max_iter,
+                init=best)
+    return dict(probe, l2_tried=tried), score
 
 
 def l2_path(part: dict, y, held, rest, task: str, seed: int, cfg: ProbeConfig):
     """Fits on `rest` from the strongest L2 to the weakest, each starting where the previous one
-    ended (a regularisation path: far fewer L-BFGS steps) -> (best fit on `held`, its score);
-    a tie keeps the stronger, simpler one."""
-    num_labels, score_fn = data.TASKS[task].num_labels, METRIC_FNS[METRICS[task][0]]
-    probe, best, score = None, None, -math.inf
-    for l2 in sorted(cfg.l2_grid, reverse=True):
-        probe = fit(part, y, rest, l2, "mean", num_labels, seed, cfg.max_iter, init=probe)
-        s = float(score_fn(predict(probe, part)[held], y[held]))
-        if s > score:
-            best, score = probe, s
-    return best, score
+    ended (a regularisation path: far fewer L-BFGS steps) -> (best fit on `held`, its score,
+    every strength tried); a tie keeps the stronger, simpler one. While the best is the
+    strongest or the weakest tried, the path goes on 10x beyond it (at most cfg.l2_extend
+    times), so that the choice is interior wherever that many steps find it."""
+    num_labels, score_fn = data.TASKS[task].num_labels, S.METRIC_FNS[METRICS[task][0]]
+    tried = {}  # l2 -> (fit, held-out score)
+
+    def step(l2, init):
+        probe = fit(part, y, rest, l2, "mean", num_labels, seed, cfg.max_iter, init=init)
+        tried[l2] = (probe, float(score_fn(predict(probe, part)[held], y[held])))
+        return probe
+
+    def best():
+        return max(tried, key=lambda l2: (tried[l2][1], l2))
+
+    probe = None
+    for l2 in sorted(set(cfg.l2_grid), reverse=True):
+        probe = step(l2, probe)
+    for _ in range(cfg.l2_extend):
+        b = best()
+        if b == max(tried) and b > 0:
+            step(b * 10, tried[b][0])
+        elif b == min(tried) and b > 0:
+            step(b / 10, tried[b][0])
+        else:
+            break
+    return *tried[best()], sorted(tried)
 
 
 def cosine(u, v) -> np.ndarray:
@@ -465,6 +241,30 @@ def cosine(u, v) -> np.ndarray:
     def dot(x, z):
         return torch.sparse.sum(x * z, 1).to_dense() if x.is_sparse else (x * z).sum(1)
     return (dot(u, v) / (dot(u, u) * dot(v, v)).sqrt().clamp_min(1e-12)).numpy()
+
+
+# ----------------------------------------------------------------------------- settings
+# A result is reused (by analyze.py and paper.py) only when every setting that made it matches.
+
+CODE = ("probe.py", "features.py", "stats.py", "provenance.py", "model.py", "data.py")
+NOT_SETTINGS = ("task", "pool", "ckpt", "out", "json", "device")  # identity, or in Source
+BASELINE_IGNORES = ("encoder", "preset", "pooler_cap", "batch_size")  # no encoder, no pooler
+
+
+def settings(cfg: ProbeConfig, source: Source, task: str, pool: str, splits: dict) -> dict:
+    """Everything a result of (task, pool) depends on: the probe's flags, the weights (checkpoint
+    hash and encoder, or the random init's recipe), device and dtype, the data (a hash of every
+    split's examples), the code."""
+    skip = NOT_SETTINGS + (() if source.kind == "encoder" else BASELINE_IGNORES)
+    flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    return json.loads(json.dumps(dict(
+        task=task, pool=pool, weights=source.key, device=source.device, dtype=source.dtype,
+        flags=flags, data={s: R.content_hash(e) for s, e in splits.items()},
+        code=R.code_version(CODE))))  # tuples -> lists
+
+
+def result_path(source: Source, task: str, pool: str) -> Path:
+    return source.results / f"{task}-{pool if source.kind == 'encoder' else source.kind}.json"
 
 
 # ----------------------------------------------------------------------------- one task
@@ -516,7 +316,8 @@ def probe_task(cfg: ProbeConfig, source: Source, task: str, pool: str, splits=No
     splits = splits or load_splits(task)
     train, cap = train_subset(cfg, pool, splits["train"])
     y, gold = labels(train), {s: labels(splits[s]) for s in t.dev_splits}
-    outputs, extra = [], dict(l2=[], heldout_score=[], l2_grid=list(cfg.l2_grid))
+    outputs = []
+    extra = dict(l2=[], l2_tried=[], l2_on_edge=[], heldout_score=[], l2_grid=list(cfg.l2_grid))
     if source.kind == "majority":
         value = y.mean() if t.num_labels == 0 else np.bincount(y.astype(int)).argmax()
         outputs.append({s: {"pred": np.full(len(g), value)} for s, g in gold.items()})
@@ -536,14 +337,20 @@ def probe_task(cfg: ProbeConfig, source: Source, task: str, pool: str, splits=No
                     u, v = vectors(parts["dev"], pool, probe["param"])
                 outputs[-1]["dev"]["cos"] = cosine(u, v)
             extra["l2"].append(probe["l2"])
+            extra["l2_tried"].append(probe["l2_tried"])
+            extra["l2_on_edge"].append(probe["l2"] in (min(probe["l2_tried"]),
+                                                       max(probe["l2_tried"])))
             extra["heldout_score"].append(round(100 * score, 4))
-    metrics, ci, per_seed = summarize(task, outputs, gold, cfg.bootstrap)
+    metrics, ci, per_seed = summarize(task, pool, outputs, gold, cfg.bootstrap)
+    predictions = {s: {k: np.stack([o[s][k] for o in outputs]) for k in outputs[0][s]}
+                   for s in gold}
     return dict(task=task, pool="-" if source.kind != "encoder" else pool, ckpt=source.name,
                 encoder=cfg.encoder if source.kind == "encoder" else "-", metrics=metrics, ci=ci,
                 per_seed=per_seed, n_train=len(train), n_dev=sum(len(g) for g in gold.values()),
                 dev_sizes={s: len(g) for s, g in gold.items()}, n_train_full=len(splits["train"]),
                 max_train=cap, seeds=list(range(len(outputs))), **extra, unit="percent",
-                ckpt_key=source.key, seconds=round(time.time() - t0, 2))
+                ckpt_key=source.key, settings=settings(cfg, source, task, pool, splits),
+                seconds=round(time.time() - t0, 2), predictions=predictions)
 
 
 def embed(ckpt: str, task: str, split: str, pool: str, encoder: str = "online",
@@ -619,27 +426,40 @@ def check_names(cfg: ProbeConfig):
     return tasks, pools
 
 
-def run_probe(cfg: ProbeConfig):
+def probe_and_save(cfg: ProbeConfig, source: Source, task: str, pool: str, splits) -> dict:
+    """Probe one (task, pooling), save it (JSON, predictions, summary.md), print its line."""
+    r = R.save_result(probe_task(cfg, source, task, pool, splits),
+                      result_path(source, task, pool))
+    write_summary(source.results)
+    print(json.dumps(r) if cfg.json else format_line(r), flush=True)
+    return dict(r, file=str(result_path(source, task, pool)))
+
+
+def run_probe(cfg: ProbeConfig, reuse: bool = False, source: Source | None = None,
+              loaded: dict | None = None):
     """Every (task, pooling) of cfg -> (results, {task: why it was skipped}); each result is
-    printed and saved as it completes, and summary.md is regenerated."""
+    printed and saved as it completes, and summary.md is regenerated. reuse: keep a saved
+    result made with exactly these settings (see `reusable`), and say why any other is redone.
+    source, loaded ({task: load_splits(task)}): what the caller has open already."""
     tasks, pools = check_names(cfg)
-    source = open_source(cfg)
-    results, missing = [], {}
+    source = source or open_source(cfg)
+    results, missing, probed = [], {}, False
     for task in tasks:
         try:
-            splits = load_splits(task)
+            splits = (loaded or {}).get(task) or load_splits(task)
         except UserError as e:
             missing[task] = str(e)
             continue
         for pool in pools if source.kind == "encoder" else ["-"]:
-            r = probe_task(cfg, source, task, pool, splits)
-            name = f"{task}-{pool if source.kind == 'encoder' else source.kind}.json"
-            data.atomic_write(source.results / name, lambda f: f.write(json.dumps(r, indent=1)),
-                              mode="w")
-            write_summary(source.results)
-            print(json.dumps(r) if cfg.json else format_line(r), flush=True)
-            results.append(r)
-    print(f"results: {source.results / 'summary.md'}", file=sys.stderr)
+            path = result_path(source, task, pool)
+            r, why = (R.reusable(path, settings(cfg, source, task, pool, splits)) if reuse
+                      else (None, ""))
+            if r is None and reuse and why != "no result yet":
+                print(f"probe: {path} is not reused: {why}; probing again", file=sys.stderr)
+            results.append(r or probe_and_save(cfg, source, task, pool, splits))
+            probed = probed or r is None
+    if probed:
+        print(f"results: {source.results / 'summary.md'}", file=sys.stderr)
     return results, missing
 
 

@@ -1,6 +1,7 @@
 """The analysis' invariants: closed forms of every metric, weighted sets = repeated examples, the
 report is generated from analysis.json only, the same inputs give a bit-identical analysis.json,
 and the lexical probe never sees the dev subset."""
+import dataclasses
 import json
 import re
 import shutil
@@ -10,57 +11,59 @@ import pytest
 from probe_fixtures import save_checkpoint, write_glue
 
 import analyze as A
+import figures as F
+import stats as S
 
 # ----------------------------------------------------------------------------- closed forms
 
 
 def test_uniformity_of_orthonormal_vectors_is_exactly_minus_4():
     # distinct pairs only: ||z_i - z_j||^2 = 2 for every pair, log exp(-2 * 2) = -4
-    assert A.uniformity(np.eye(16))[0] == pytest.approx(-4.0, abs=1e-12)
+    assert S.uniformity(np.eye(16))[0] == pytest.approx(-4.0, abs=1e-12)
 
 
 def test_uniformity_of_identical_vectors_is_0_and_their_anisotropy_is_1():
     x = np.tile([[0.3, -1.0, 2.0]], (6, 1))
-    assert A.uniformity(x)[0] == pytest.approx(0.0, abs=1e-12)
-    assert A.anisotropy(x)[0] == pytest.approx(1.0, abs=1e-12)
+    assert S.uniformity(x)[0] == pytest.approx(0.0, abs=1e-12)
+    assert S.anisotropy(x)[0] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_uniformity_and_anisotropy_ignore_the_norm_of_the_vectors():
     x = np.random.default_rng(0).normal(size=(30, 5))
     scaled = x * np.arange(1, 31)[:, None]
-    assert A.uniformity(scaled)[0] == pytest.approx(A.uniformity(x)[0])
-    assert A.anisotropy(scaled)[0] == pytest.approx(A.anisotropy(x)[0])
+    assert S.uniformity(scaled)[0] == pytest.approx(S.uniformity(x)[0])
+    assert S.anisotropy(scaled)[0] == pytest.approx(S.anisotropy(x)[0])
 
 
 def test_effective_rank_of_identity_is_d_and_of_a_rank_one_set_is_1():
     d = 12
-    balanced = A.spectral(np.vstack([np.eye(d), -np.eye(d)]))  # centred already: sv all equal
+    balanced = S.spectral(np.vstack([np.eye(d), -np.eye(d)]))  # centred already: sv all equal
     assert balanced["effective_rank"][0] == pytest.approx(d)
     assert balanced["spectral_entropy"][0] == pytest.approx(1.0)
-    assert A.spectral(np.eye(d))["rankme"][0] == pytest.approx(d)  # RankMe: raw, uncentred
+    assert S.spectral(np.eye(d))["rankme"][0] == pytest.approx(d)  # RankMe: raw, uncentred
     line = np.arange(1.0, 8.0)[:, None] * np.array([[1.0, -2.0, 0.5, 3.0]])
-    assert A.spectral(line)["effective_rank"][0] == pytest.approx(1.0, abs=1e-9)
-    assert A.spectral(line)["rankme"][0] == pytest.approx(1.0, abs=1e-9)
+    assert S.spectral(line)["effective_rank"][0] == pytest.approx(1.0, abs=1e-9)
+    assert S.spectral(line)["rankme"][0] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_spectral_entropy_of_isotropic_data_is_about_1():
     x = np.random.default_rng(0).normal(size=(20000, 8)) + 5.0  # the offset is centred away
-    assert A.spectral(x)["spectral_entropy"][0] == pytest.approx(1.0, abs=2e-3)
+    assert S.spectral(x)["spectral_entropy"][0] == pytest.approx(1.0, abs=2e-3)
 
 
 def test_alignment_of_identical_pairs_is_0_and_of_opposite_pairs_is_4():
     u = np.random.default_rng(0).normal(size=(10, 4))
-    assert A.alignment(u, u)[0] == pytest.approx(0.0, abs=1e-12)
-    assert A.alignment(u, -u)[0] == pytest.approx(4.0)  # squared distance, no further power
+    assert S.alignment(u, u)[0] == pytest.approx(0.0, abs=1e-12)
+    assert S.alignment(u, -u)[0] == pytest.approx(4.0)  # squared distance, no further power
     positive = np.arange(10) < 5
     mixed = np.vstack([u[:5], -u[5:]])
-    assert A.alignment(u, mixed, positive)[0] == pytest.approx(0.0, abs=1e-12)
+    assert S.alignment(u, mixed, positive)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_class_separation_of_two_hand_computed_clusters():
     # class 0 = {e1, e2}, class 1 = {-e1, -e2}: intra sqrt2; inter (2 + sqrt2 + sqrt2 + 2) / 4
     x = np.array([[1.0, 0], [0, 1], [-1, 0], [0, -1]])
-    ratio = A.class_separation(x, np.array([0, 0, 1, 1]))[0]
+    ratio = S.class_separation(x, np.array([0, 0, 1, 1]))[0]
     assert ratio == pytest.approx(np.sqrt(2) / (1 + np.sqrt(2) / 2))
 
 
@@ -69,12 +72,12 @@ def test_auc_counts_ties_as_half_and_matches_the_rank_formula():
     scores = np.round(rng.normal(size=(300, 3)), 1)  # many ties
     Y = rng.random((300, 3)) < 0.3
     ranks = np.argsort(np.argsort(scores, 0), 0)  # for the tie-free check below
-    assert A.auc(scores[:, :1] * 0, Y[:, :1])[0] == pytest.approx(0.5)  # constant score
-    assert A.auc(ranks.astype(float), ranks > 150)[0] == pytest.approx(1.0)
+    assert S.auc(scores[:, :1] * 0, Y[:, :1])[0] == pytest.approx(0.5)  # constant score
+    assert S.auc(ranks.astype(float), ranks > 150)[0] == pytest.approx(1.0)
     from scipy.stats import rankdata
     want = [(rankdata(scores[:, k])[Y[:, k]].sum() - Y[:, k].sum() * (Y[:, k].sum() + 1) / 2)
             / (Y[:, k].sum() * (~Y[:, k]).sum()) for k in range(3)]
-    assert A.auc(scores, Y)[0] == pytest.approx(np.mean(want))
+    assert S.auc(scores, Y)[0] == pytest.approx(np.mean(want))
 
 
 def test_a_weighted_set_equals_its_examples_repeated():
@@ -85,28 +88,14 @@ def test_a_weighted_set_equals_its_examples_repeated():
     w = rng.integers(1, 4, 40).astype(float)
     rep = np.repeat(np.arange(40), w.astype(int))
     for metric in ("spectral_entropy", "effective_rank", "rankme"):
-        assert A.spectral(x, w[None])[metric][0] == pytest.approx(A.spectral(x[rep])[metric][0])
-    assert A.auc(scores, Y, w[None])[0] == pytest.approx(A.auc(scores[rep], Y[rep])[0])
-    assert A.micro_f1(scores > 0, Y, w[None])[0] == pytest.approx(
-        A.micro_f1(scores[rep] > 0, Y[rep])[0])
+        assert S.spectral(x, w[None])[metric][0] == pytest.approx(S.spectral(x[rep])[metric][0])
+    assert S.auc(scores, Y, w[None])[0] == pytest.approx(S.auc(scores[rep], Y[rep])[0])
+    assert S.micro_f1(scores > 0, Y, w[None])[0] == pytest.approx(
+        S.micro_f1(scores[rep] > 0, Y[rep])[0])
     # a repeated example pairs with its copies in the resample, but weights never pair i with i
-    assert A.anisotropy(x, np.ones((1, 40)))[0] == pytest.approx(A.anisotropy(x)[0])
-    same = A.class_separation(x, y, np.ones((1, 40)))[0]
-    assert same == pytest.approx(A.class_separation(x, y)[0])
-
-
-def test_permutation_p_value_is_small_for_a_real_difference_and_not_for_none():
-    rng = np.random.default_rng(0)
-    signs = rng.integers(0, 2, (200, 60))
-    x = rng.normal(size=(60, 8))
-    rows = dict(x=x, xc=x - x.mean(0), y=None, v=None, positive=None,
-                scores=rng.normal(size=(60, 3)), Y=rng.random((60, 3)) < 0.5)
-    squashed = dict(rows, x=x * [1, 1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
-    squashed["xc"] = squashed["x"] - squashed["x"].mean(0)
-    real = A.measures(rows, None)["effective_rank"][0] - A.measures(squashed, None)[
-        "effective_rank"][0]
-    assert A.p_value(real, A.compare(rows, squashed, signs)["effective_rank"]) < 0.01
-    assert A.p_value(0.0, A.compare(rows, rows, signs)["effective_rank"]) == 1.0
+    assert S.anisotropy(x, np.ones((1, 40)))[0] == pytest.approx(S.anisotropy(x)[0])
+    same = S.class_separation(x, y, np.ones((1, 40)))[0]
+    assert same == pytest.approx(S.class_separation(x, y)[0])
 
 
 # ----------------------------------------------------------------------------- report
@@ -121,20 +110,26 @@ def fake_analysis() -> dict:
                   probe=dict(file=f"{m}/probe/sst2-{p}.json"), spectrum=[0.5, 0.5])
              for j, m in enumerate(("hyb", "mlm", "random-tiny")) for q, p in enumerate(("mean",
                                                                                         "max"))]
-    comps = [dict(task="sst2", pool=p, metric=k, a="hyb", b="mlm", diff=-1 - i / 13,
-                  ci=[-2 - i / 17, -i / 19], p=0.005 + i / 1000)
+    pair = dict(label="hyb vs mlm", a=["hyb"], b=["mlm"])
+    comps = [dict(pair=pair["label"], task="sst2", pool=p, metric=k, a_mean=0.2 + i / 23,
+                  b_mean=1.2 + i / 29, a_sd=None, b_sd=None, diff=-1 - i / 13,
+                  ci=[-2 - i / 17, -i / 19], test="bootstrap", test_examples="bootstrap",
+                  p_examples=0.0005 + i / 1000, p_seeds=None, p=0.0005 + i / 1000)
              for q, p in enumerate(("mean", "max")) for i, k in enumerate(A.METRICS)]
+    cfg = A.AnalyzeConfig(permutations=999)
+    A.adjust(comps, [pair], "holm")  # sets the pair's family and tests
     base = dict(metric="acc", value=51.2345, ci=[47.1, 55.3], file="out/baselines/probe/x.json")
     return dict(config=dict(pools=["mean", "max"]), definitions=A.DEFINITIONS,
-                statistics=A.STATISTICS, comparison=dict(a="hyb", b="mlm"),
-                models=[dict(name=n, mode=mo, ckpt=f"{n}/ckpt.pt", d=8, probe_dir=f"{n}/probe")
+                statistics=A.STATISTICS, tests=A.TESTS, pairs=[A.pair_summary(cfg, pair)],
+                models=[dict(name=n, method=mo, ckpt=f"{n}/ckpt.pt", d=8, probe_dir=f"{n}/probe")
                         for n, mo in (("hyb", "hybrid"), ("mlm", "mlm"),
                                       ("random-tiny", "random"))],
                 tasks=dict(sst2=dict(split="dev", n=20, n_dev=30, lexical_tokens=["a"],
                                      lexical_majority_f1=0.4321)),
                 skipped=dict(mnli="no data"), baselines=dict(sst2=dict(
                     majority=base, bow=dict(base, value=77.7777, ci=[70.01, 80.02]))),
-                cells=cells, comparisons=comps, consistency=A.consistency(comps))
+                cells=cells, comparisons=comps,
+                consistency={pair["label"]: A.consistency(comps, pair["label"])})
 
 
 def numbers(obj):
@@ -149,22 +144,29 @@ def numbers(obj):
 def test_report_shows_every_number_of_the_json_and_types_none():
     r = fake_analysis()
     md = A.report(r, None)
-    shown = set(re.findall(r"-?\d+\.\d{3}", md))
-    missing = [v for v in numbers({k: r[k] for k in ("cells", "comparisons", "baselines",
-                                                     "tasks")}) if A.fmt(v) not in shown]
-    assert not missing
-    for k, v in r["consistency"].items():  # counts: 2 cells, hyb never greater, 2 significant
-        assert f"| {k} | 2 | 0 | 2 | 2 | yes |" in md
+    shown = set(re.findall(r"-?\d+\.\d{3}", md)) | set(re.findall(r"\d\.\de-\d\d", md))
+    # one run per side: the sides' means are the models' own values, shown as those
+    not_shown = ("p", "p_adj", "p_examples", "p_seeds", "a_mean", "b_mean")
+    values = numbers({k: r[k] for k in ("cells", "baselines", "tasks")}) + numbers(
+        [{k: v for k, v in c.items() if k not in not_shown} for c in r["comparisons"]])
+    assert not [v for v in values if A.fmt(v) not in shown]
+    assert not [c for c in r["comparisons"] for k in ("p", "p_adj")
+                if A.fmt_p(c[k]) not in shown]  # raw and adjusted p of every comparison
+    for k, v in r["consistency"]["hyb vs mlm"].items():  # 2 cells, hyb never greater
+        sig = v["significant"]
+        assert f"| {k} | 2 | 0 | 2 | 2 | {sig} (0) | {'yes' if sig == 2 else 'no'} |" in md
     assert "matplotlib is not installed" in md and "Skipped mnli: no data" in md
+    for sentence in A.TESTS.values():  # each test's null, in one sentence
+        assert sentence in md
     # nothing numeric in the report that the JSON does not hold (definitions aside)
-    body = md.split("## Definitions")[0] + md.split("Statistics:")[1]
-    allowed = {A.fmt(v) for v in numbers(r)}
+    body = md.split("## Definitions")[0] + md.split("## Summary")[1]
+    allowed = {A.fmt(v) for v in numbers(r)} | {A.fmt_p(v) for v in numbers(r)}
     assert set(re.findall(r"-?\d+\.\d{3}", body)) <= allowed
 
 
 def test_figures_are_written_when_matplotlib_is_there(tmp_path):
     pytest.importorskip("matplotlib")
-    files = A.write_figures(fake_analysis(), tmp_path)
+    files = F.write_figures(fake_analysis(), tmp_path)
     assert "spectrum-sst2.png" in files and all((tmp_path / f).stat().st_size > 0 for f in files)
 
 
@@ -189,12 +191,12 @@ def runs(tmp_path, monkeypatch):
     return folders
 
 
-def run_analysis(runs, out, **kw):
+def run_analysis(runs, out, reuse=False, **kw):
     cfg = A.AnalyzeConfig(runs=tuple(runs), tasks=("sst2", "mrpc", "mnli"),
                           pools=("mean", "attention"), random=False, n=25, lex_k=10,
                           lex_train=60, bootstrap=30, permutations=30, out=str(out),
                           figures=False, probe_args="--max_iter=30 --l2_grid=1e-2,1", **kw)
-    return A.analyze(cfg)
+    return A.analyze(cfg, reuse)
 
 
 def test_same_inputs_give_a_bit_identical_analysis_json(runs, tmp_path):
@@ -237,10 +239,57 @@ def test_lexical_probe_never_sees_the_dev_subset(runs, tmp_path, monkeypatch):
     assert first["tasks"]["sst2"]["lexical_tokens"] == second["tasks"]["sst2"]["lexical_tokens"]
 
 
+def test_an_analysis_made_with_other_settings_is_not_reused_and_says_why(runs, tmp_path, capsys):
+    run_analysis(runs, tmp_path / "a")
+    capsys.readouterr()
+    stamp = (tmp_path / "a" / "analysis.json").stat().st_mtime_ns
+    run_analysis(runs, tmp_path / "a", reuse=True)
+    assert "reused (made with these settings)" in capsys.readouterr().err
+    assert (tmp_path / "a" / "analysis.json").stat().st_mtime_ns == stamp
+    cfg = A.AnalyzeConfig(runs=tuple(runs), tasks=("sst2",), pools=("mean",), random=False, n=25,
+                          lex_k=10, lex_train=60, bootstrap=30, permutations=30,
+                          out=str(tmp_path / "a"), figures=False,
+                          probe_args="--max_iter=31 --l2_grid=1e-2,1")
+    A.analyze(cfg, reuse=True)
+    err = capsys.readouterr().err
+    assert "not reused: made with other settings (flags.max_iter: 30 -> 31)" in err  # the probes
+    assert "analysis.json is not reused: made with other settings (" in err
+    assert "flags.probe_args: --max_iter=30 --l2_grid=1e-2,1 -> --max_iter=31" in err
+
+
+def test_an_a_a_comparison_of_two_groups_of_one_method_finds_no_difference(tmp_path, monkeypatch):
+    """Two runs against two runs of the same method (here: random inits, 4 seeds): the unit is
+    the run (Welch over seeds), and after Holm's correction nothing is significant."""
+    write_glue(tmp_path / "data", n_train=80, n_dev=30, tasks=("sst2",))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    for seed in range(4):
+        (tmp_path / f"mlm-{seed}").mkdir()
+        save_checkpoint(tmp_path / f"mlm-{seed}" / "ckpt.pt", mode="mlm", seed=seed)
+        (tmp_path / f"mlm-{seed}" / "config.json").write_text(json.dumps(dict(config=dict(
+            mode="mlm", preset="tiny"))))
+    r = A.analyze(A.AnalyzeConfig(
+        runs=tuple(f"mlm-{s}" for s in range(4)), tasks=("sst2",), pools=("mean",), random=False,
+        n=30, lex_k=10, lex_train=60, bootstrap=30, permutations=99, out="a", figures=False,
+        probe_args="--max_iter=30 --l2_grid=1e-2,1", compare=("mlm-0+mlm-1/mlm-2+mlm-3",)))
+    pair = r["pairs"][0]
+    assert (pair["a"], pair["b"]) == (["mlm-0", "mlm-1"], ["mlm-2", "mlm-3"])
+    assert pair["unit"].startswith("runs") and pair["family"] >= 9
+    tested = [c for c in r["comparisons"] if c["p"] is not None]
+    assert all(c["test"] == "welch" and c["a_sd"] is not None for c in tested)
+    assert not [c["metric"] for c in tested if c["p_adj"] < A.ALPHA]
+    with pytest.raises(A.UserError, match="mlm-1 is on both sides"):
+        A.resolve_pairs(dataclasses.replace(A.AnalyzeConfig(), compare=("mlm-1/mlm",)),
+                        A.resolve_models(A.AnalyzeConfig(runs=("mlm-0", "mlm-1"))))
+
+
 @pytest.mark.faults
 @pytest.mark.parametrize("flags, message", [
     (["--tasks=sst3"], "--tasks=sst3"), (["--pools=cls"], "--pools=cls"),
-    (["--n=0"], "--n"), (["--runs=nowhere"], "nowhere has no config.json")])
+    (["--n=0"], "--n"), (["--runs=nowhere"], "nowhere has no config.json"),
+    (["--correction=bonferroni"], "--correction=bonferroni: expected holm or bh"),
+    (["--runs=", "--random=true", "--compare=hybrid"], "--compare=hybrid: expected two sides"),
+    (["--runs=", "--random=true", "--compare=hybrid/random-tiny"], "hybrid is neither a run")])
 def test_bad_flags_are_user_errors(flags, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(A.UserError, match=re.escape(message)):

@@ -166,3 +166,18 @@ def test_analytic_flops_match_a_flop_counter(mode):
     analytic = M.step_flops(cfg, 4, b["context_idx"].shape[1], b["target_idx"].shape[1],
                             b["mlm_pos"].shape[1])
     assert abs(analytic / _counted_flops(m, b) - 1) < 0.10
+
+
+@pytest.mark.parametrize("mode, lambda_mode", [("hybrid", "learned"), ("hybrid", "fixed:0.3"),
+                                               ("hybrid", "uncertainty"), ("mlm", "learned"),
+                                               ("jepa", "learned")])
+def test_every_stat_lives_on_the_model_device(mode, lambda_mode):
+    """The meta device stands in for a GPU: a stat made on the CPU (a bare torch.tensor) would
+    crash the NCCL all-reduce of the log step under torchrun."""
+    with torch.device("meta"):
+        model = tiny(mode, lambda_mode=lambda_mode)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    loss, stats = model({k: v.to("meta") for k, v in batch().items()})
+    assert loss.device.type == "meta"
+    assert {k: v.device.type for k, v in stats.items()} == {k: "meta" for k in stats}
+    assert {"loss", "lam"} <= set(stats)

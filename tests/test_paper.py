@@ -45,14 +45,15 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
         assert f"| {arm}-tiny | {last['step']:,} | {last['loss']:.4f} |" in report
     assert (tmp_path / "out/baselines/probe/sst2-majority.json").exists()
     analysis = json.loads((out / "analysis/analysis.json").read_text())
-    assert analysis["comparison"] == {"a": "hybrid-tiny", "b": "mlm-tiny"}
+    assert [(p["a"], p["b"]) for p in analysis["pairs"]] == [(["hybrid-tiny"], ["mlm-tiny"])]
+    assert "| p adj |" in report and "paired bootstrap of the difference" in report
     assert set(analysis["tasks"]) == {"sst2", "mrpc"}  # mnli: found missing once, up front
     assert "skipped mnli" in report and "67.55" in report and "-0.448" in report
     assert "000_46df8af9111881c7.txt" in report  # the original's numbers name their source
 
     stamp = (out / "analysis/analysis.json").stat().st_mtime_ns
     monkeypatch.setattr(paper.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
-    monkeypatch.setattr(paper.P, "run_probe", lambda *a, **k: pytest.fail("probed again"))
+    monkeypatch.setattr(paper.P, "probe_and_save", lambda *a, **k: pytest.fail("probed again"))
     assert paper.main(flags) == 0
     assert (out / "analysis/analysis.json").stat().st_mtime_ns == stamp
 
@@ -97,7 +98,8 @@ def test_wall_time_adds_the_segments_of_a_resumed_run():
 @pytest.mark.faults
 @pytest.mark.parametrize("extra, message", [
     (["--preset=small", "--budget=0"], "pass --budget"), (["--arms=bert"], "--arms=bert"),
-    (["--baselines=oracle"], "--baselines=oracle")])
+    (["--baselines=oracle"], "--baselines=oracle"),
+    (["--compare=hybrid/bert"], "--compare=hybrid/bert: bert is neither a run")])
 def test_bad_flags_are_user_errors(flags, extra, message):
     with pytest.raises(paper.UserError, match=message):
         paper.main(flags + extra)

@@ -11,8 +11,11 @@ import scipy.stats
 import torch
 
 import data
+import features as Fe
 import model as M
 import probe as P
+import provenance as R
+import stats as S
 from data import Example, UserError
 from probe_fixtures import make_tokenizer, save_checkpoint, sst2_rows, write_glue
 
@@ -46,22 +49,22 @@ def run(argv, capsys=None):
 
 def test_metrics_match_hand_computed_values():
     pred, gold = [1, 0, 1, 1, 0], [1, 1, 1, 0, 0]
-    assert P.accuracy(pred, gold) == pytest.approx(3 / 5)
-    assert P.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
-    assert P.mcc(pred, gold) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
-    assert P.mcc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # a constant prediction: undefined -> 0
-    assert P.f1([0, 0], [0, 0]) == 0.0
-    assert P.mcc([0, 1, 0, 1], [0, 1, 0, 1]) == pytest.approx(1.0)
+    assert S.accuracy(pred, gold) == pytest.approx(3 / 5)
+    assert S.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
+    assert S.mcc(pred, gold) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
+    assert S.mcc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # a constant prediction: undefined -> 0
+    assert S.f1([0, 0], [0, 0]) == 0.0
+    assert S.mcc([0, 1, 0, 1], [0, 1, 0, 1]) == pytest.approx(1.0)
 
 
 def test_correlations_match_scipy_and_are_vectorised():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(3, 50)), rng.integers(0, 5, size=(3, 50)).astype(float)  # y has ties
     for i in range(3):
-        assert P.pearson(x[i], y[i]) == pytest.approx(scipy.stats.pearsonr(x[i], y[i])[0])
-        assert P.spearman(x[i], y[i]) == pytest.approx(scipy.stats.spearmanr(x[i], y[i])[0])
-    assert np.allclose(P.spearman(x, y), [P.spearman(x[i], y[i]) for i in range(3)])
-    assert P.pearson(np.full(5, 0.1), np.arange(5)) == 0.0  # constant: undefined -> 0
+        assert S.pearson(x[i], y[i]) == pytest.approx(scipy.stats.pearsonr(x[i], y[i])[0])
+        assert S.spearman(x[i], y[i]) == pytest.approx(scipy.stats.spearmanr(x[i], y[i])[0])
+    assert np.allclose(S.spearman(x, y), [S.spearman(x[i], y[i]) for i in range(3)])
+    assert S.pearson(np.full(5, 0.1), np.arange(5)) == 0.0  # constant: undefined -> 0
 
 
 # ----------------------------------------------------------------------------- the probe
@@ -72,14 +75,14 @@ def synthetic(n, d=16, seed=0, random_labels=False):
     y = (X[:, :2].sum(1) > 10).long().numpy()
     if random_labels:
         y = np.random.default_rng(seed).integers(0, 2, n)
-    return P.fixed_part(X), y
+    return Fe.fixed_part(X), y
 
 
 def fit_and_score(cfg, random_labels=False):
     train, y = synthetic(600, random_labels=random_labels)
     dev, y_dev = synthetic(2000, seed=1, random_labels=random_labels)
     probe, _ = P.select_and_fit(train, y, "sst2", "mean", 0, cfg)
-    return P.accuracy(P.predict(probe, dev), y_dev)
+    return S.accuracy(P.predict(probe, dev), y_dev)
 
 
 def test_probe_separates_linearly_separable_features():
@@ -96,7 +99,7 @@ def test_ridge_probe_fits_a_linear_score():
     w = torch.linspace(-1, 1, 16)
     y, y_dev = (train["X"] @ w).numpy(), (dev["X"] @ w).numpy()
     probe, _ = P.select_and_fit(train, y, "stsb", "mean", 0, P.ProbeConfig())
-    assert P.pearson(P.predict(probe, dev), y_dev) > 0.99
+    assert S.pearson(P.predict(probe, dev), y_dev) > 0.99
     assert np.abs(P.predict(probe, dev) - y_dev).mean() < 0.05  # back in the score's units
 
 
@@ -125,20 +128,20 @@ def test_padding_never_changes_pooled_vectors(pool):
     h = torch.randn(4, 7, 8)
     mask = torch.arange(7) < lengths[:, None]
     garbage = h.masked_fill(~mask[..., None], 1e4)
-    param = torch.randn(P.MAX_LEN if pool == "weighted" else 8)
-    pooled = P.pool_tokens(pool, garbage, mask, param)
+    param = torch.randn(Fe.MAX_LEN if pool == "weighted" else 8)
+    pooled = Fe.pool_tokens(pool, garbage, mask, param)
     for i, n in enumerate(lengths.tolist()):
-        alone = P.pool_tokens(pool, h[i:i + 1, :n], mask[i:i + 1, :n], param)
+        alone = Fe.pool_tokens(pool, h[i:i + 1, :n], mask[i:i + 1, :n], param)
         assert torch.allclose(pooled[i], alone[0], atol=1e-5)
 
 
 def test_mean_of_one_token_is_that_token_and_zero_weights_are_mean():
     h, mask = torch.randn(2, 5, 8), torch.tensor([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0]]).bool()
-    mean = P.pool_tokens("mean", h, mask)
+    mean = Fe.pool_tokens("mean", h, mask)
     assert torch.equal(mean[0], h[0, 0])
     for pool in P.TRAINED_POOLS:  # trained poolers start from (near) mean pooling
-        zero = torch.zeros(P.MAX_LEN if pool == "weighted" else 8)
-        assert torch.allclose(P.pool_tokens(pool, h, mask, zero), mean, atol=1e-6)
+        zero = torch.zeros(Fe.MAX_LEN if pool == "weighted" else 8)
+        assert torch.allclose(Fe.pool_tokens(pool, h, mask, zero), mean, atol=1e-6)
 
 
 def cancelling_tokens(n, seed):
@@ -152,7 +155,7 @@ def cancelling_tokens(n, seed):
     h[:, 1, 0] = 3.0
     h[:, 1, 1], h[:, 2, 1] = 2.0 * y - 1, 1.0 - 2.0 * y
     states = torch.cat([h[i, :n_i] for i, n_i in enumerate(lengths.tolist())])
-    return P.token_part((states, lengths)), y.numpy()
+    return Fe.token_part((states, lengths)), y.numpy()
 
 
 def test_trained_poolers_learn_what_mean_pooling_cannot():
@@ -161,13 +164,13 @@ def test_trained_poolers_learn_what_mean_pooling_cannot():
     score = {}
     for pool in ("mean", "weighted", "attention"):
         probe, _ = P.select_and_fit(train, y, "sst2", pool, 0, cfg)
-        score[pool] = P.accuracy(P.predict(probe, dev), y_dev)
+        score[pool] = S.accuracy(P.predict(probe, dev), y_dev)
     assert score["mean"] < 0.65 and score["weighted"] > 0.95 and score["attention"] > 0.95
 
 
 def test_pair_features_are_u_v_absdiff_product():
     u, v = torch.randn(3, 4), torch.randn(3, 4)
-    blocks = P.pair_features(u, v).split(4, dim=1)
+    blocks = Fe.pair_features(u, v).split(4, dim=1)
     for got, want in zip(blocks, (u, v, (u - v).abs(), u * v)):
         assert torch.equal(got, want)
 
@@ -185,7 +188,7 @@ def sst2_splits(seed=0):
 
 def test_majority_reproduces_the_class_prior(tmp_path):
     splits = sst2_splits()
-    src = P.Source("majority", "majority", tmp_path)
+    src = Fe.Source("majority", "majority", tmp_path)
     r = P.probe_task(P.ProbeConfig(), src, "sst2", "-", splits)
     train_majority = np.bincount([e.label for e in splits["train"]]).argmax()
     prior = np.mean([e.label == train_majority for e in splits["dev"]])
@@ -195,9 +198,9 @@ def test_majority_reproduces_the_class_prior(tmp_path):
 
 def test_bow_beats_majority_when_one_word_decides(tmp_path):
     splits, cfg = sst2_splits(), P.ProbeConfig(bow_vocab=50)
-    bow = P.probe_task(cfg, P.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
+    bow = P.probe_task(cfg, Fe.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
                        splits)
-    majority = P.probe_task(cfg, P.Source("majority", "majority", tmp_path), "sst2", "-", splits)
+    majority = P.probe_task(cfg, Fe.Source("majority", "majority", tmp_path), "sst2", "-", splits)
     assert bow["metrics"]["acc"] > 95 > majority["metrics"]["acc"] + 20
 
 
@@ -216,6 +219,51 @@ def test_cache_hit_avoids_reencoding(fake, monkeypatch, capsys):
     assert len(list((fake.parent / "probe" / "cache").glob("*.pt"))) == 4  # (train, dev) x 2
 
 
+def test_the_cache_keeps_features_of_another_dtype_apart(fake, capsys):
+    """bf16 CUDA features are not fp32 CPU ones: a probe with another dtype encodes again."""
+    run(["--task=sst2", f"--ckpt={fake}"] + FAST, capsys)
+    cfg = P.ProbeConfig(task=("sst2",), ckpt=str(fake))
+    source = Fe.open_source(cfg)
+    texts = [e.text_a for e in P.load_splits("sst2")["dev"]]
+    before = set((fake.parent / "probe" / "cache").glob("*.pt"))
+    Fe.cached(cfg, source, "sst2", "dev", "mean", texts, None)
+    assert set((fake.parent / "probe" / "cache").glob("*.pt")) == before  # a hit
+    source.dtype = "float16"
+    Fe.cached(cfg, source, "sst2", "dev", "mean", texts, None)
+    assert len(set((fake.parent / "probe" / "cache").glob("*.pt")) - before) == 1
+
+
+def test_a_result_made_with_other_settings_is_not_reused_and_says_why(fake, capsys):
+    argv = ["--task=sst2", f"--ckpt={fake}"] + FAST
+    run(argv, capsys)
+    cfg = P.data.parse_flags(argv, P.ProbeConfig())[0]
+    same, _ = P.run_probe(cfg, reuse=True)
+    assert "probing again" not in capsys.readouterr().err and "file" in same[0]
+    cfg.max_iter = 40
+    again, _ = P.run_probe(cfg, reuse=True)
+    assert "made with other settings (flags.max_iter: 50 -> 40)" in capsys.readouterr().err
+    assert again[0]["settings"]["flags"]["max_iter"] == 40
+    (fake.parent / "probe" / "sst2-mean.npz").write_bytes(b"not the saved predictions")
+    P.run_probe(cfg, reuse=True)
+    assert "predictions file sst2-mean.npz is missing" in capsys.readouterr().err
+
+
+def test_a_grid_edge_is_extended_and_recorded(tmp_path):
+    """On separable features the weak L2s of a grid score the same, and a tie keeps the
+    stronger: the choice sits on the grid's top edge, so the path goes on 10x per step until
+    the choice is interior or l2_extend steps are made; the result records what it tried."""
+    train, y = synthetic(400)
+    cfg = P.ProbeConfig(l2_grid=(1e-4, 1e-3), l2_extend=2)
+    probe, _ = P.select_and_fit(train, y, "sst2", "mean", 0, cfg)
+    tried = probe["l2_tried"]
+    assert tried[:2] == [1e-4, 1e-3] and len(tried) > 2 and min(tried) == 1e-4  # went upward
+    assert probe["l2"] not in (min(tried), max(tried)) or len(tried) == 2 + cfg.l2_extend
+    r = P.probe_task(cfg, Fe.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
+                     sst2_splits())
+    assert r["l2_tried"][0] == sorted(r["l2_tried"][0]) and len(r["l2_tried"][0]) >= 2
+    assert r["l2_on_edge"] == [r["l2"][0] in (min(r["l2_tried"][0]), max(r["l2_tried"][0]))]
+
+
 def test_end_to_end_cli_writes_json_and_summary(fake, capsys):
     out = run(["--task=sst2,stsb,mrpc", f"--ckpt={fake}", "--pool=max,attention", "--json"] + FAST,
               capsys)
@@ -228,7 +276,10 @@ def test_end_to_end_cli_writes_json_and_summary(fake, capsys):
         assert set(r["metrics"]) == set(r["ci"]) and r["n_train"] == 60 and r["n_dev"] == 24
         saved = json.loads((fake.parent / "probe" / f"{r['task']}-{r['pool']}.json").read_text())
         assert saved["metrics"] == r["metrics"]
-    assert set(lines[2]["metrics"]) == {"pearson", "spearman", "cos_spearman"}
+    assert set(lines[2]["metrics"]) == {"pearson", "spearman", "cos_spearman"}  # max: zero-shot
+    assert "cos_spearman_trained_pooler" in lines[3]["metrics"]  # attention: fitted on STS-B
+    dev = R.load_predictions(dict(lines[3], file=str(fake.parent / "probe" / "stsb-attn.json")))
+    assert dev["dev"]["pred"].shape == dev["dev"]["cos"].shape == (1, 24)  # (seeds, dev)
     assert set(lines[4]["metrics"]) == {"f1", "acc"}
     summary = (fake.parent / "probe" / "summary.md").read_text()
     assert "## stsb" in summary and "cos_spearman" in summary
