@@ -31,6 +31,7 @@ class BenchConfig:
     dtype: str = ""                 # float32 | bfloat16; empty = train.py's default
     compile: str = "auto"           # true | false | auto (train.py's default)
     deterministic: str = "auto"     # true | false | auto (train.py's default: true on CPU)
+    cost_of_determinism: bool = False  # also time --deterministic=true vs false, interleaved
     batch_size: int = 0             # 0 = the preset's
     vocab_size: int = 30522         # bert-base-uncased
     steps: int = 5                  # timed steps per repeat
@@ -108,6 +109,40 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 host_ms_per_step=round(1000 * host, 2),
                 ms_per_step_prefetched=round(1000 * with_prefetch, 2),
                 **compile_problems())
+
+
+def determinism_cost(bc: BenchConfig, mode: str, rounds: int = 8) -> dict:
+    """Step time with --deterministic=true over false, measured in one process: both runs are
+    built and compiled, then timed in alternation (bc.steps steps each per round), so that a busy
+    machine slows both alike; the ratio is the median of the rounds' ratios."""
+    runs, ms = {}, {"true": [], "false": []}
+    for det in ms:
+        args = [f"--mode={mode}", f"--preset={bc.preset}", f"--compile={bc.compile}",
+                f"--deterministic={det}"] + ([f"--dtype={bc.dtype}"] if bc.dtype else [])
+        cfg, _, _ = train.resolve_config(args + (QUICK_ARGS if bc.quick else []),
+                                         torch.cuda.is_available())
+        run = train.build_run(cfg, bc.vocab_size)  # sets the process-wide deterministic mode
+        rows = synthetic_rows(max(4 * cfg.batch_size, 64), cfg.seq_len, bc.vocab_size)
+        batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size)
+                   for s in range(bc.steps)]
+        for b in batches[:2]:  # compile and warm up under this run's setting
+            train.train_step(run, b, 0, 100)
+        runs[det] = (run, batches)
+    for _ in range(rounds):
+        for det, (run, batches) in runs.items():
+            torch.use_deterministic_algorithms(det == "true")
+            sync(run.device)
+            t = time.perf_counter()
+            for i, b in enumerate(batches):
+                train.train_step(run, b, i, 100)
+            sync(run.device)
+            ms[det].append(1000 * (time.perf_counter() - t) / len(batches))
+    train.set_deterministic(runs["true"][0].cfg if bc.deterministic != "false"
+                            else runs["false"][0].cfg)
+    ratios = [a / b for a, b in zip(ms["true"], ms["false"])]
+    return dict(ms_deterministic=round(statistics.median(ms["true"]), 2),
+                ms_nondeterministic=round(statistics.median(ms["false"]), 2),
+                ratio=round(statistics.median(ratios), 3), rounds=rounds)
 
 
 def host_time(rows, cfg, vocab_size: int, total: int) -> float:
@@ -189,6 +224,8 @@ def main(argv):
         raise UserError("--steps, --repeats and --sentences must be positive, --warmup >= 0")
     peaks = {}
     results = [bench_mode(bc, mode, peaks) for mode in bc.modes]
+    for r in results if bc.cost_of_determinism else []:
+        r["determinism"] = determinism_cost(bc, r["mode"])
     cfg, _, _ = train.resolve_config([f"--preset={bc.preset}"] + (QUICK_ARGS if bc.quick else [])
                                      + ([f"--dtype={bc.dtype}"] if bc.dtype else []),
                                      torch.cuda.is_available())
@@ -214,6 +251,12 @@ def main(argv):
         print(f"{'':>6} host {r['host_ms_per_step']:.1f} ms/step to build a batch; with the "
               f"prefetch thread {r['ms_per_step_prefetched']:.1f} ms/step"
               f"{' deterministic' if r['deterministic'] else ''}")
+    for r in results:
+        if "determinism" in r:
+            d = r["determinism"]
+            print(f"{r['mode']:>6} --deterministic=true {d['ms_deterministic']:.1f} vs false "
+                  f"{d['ms_nondeterministic']:.1f} ms/step: x{d['ratio']:.3f} (median of "
+                  f"{d['rounds']} interleaved rounds)")
     if report["hybrid_over_mlm"]:
         print(f"hybrid / mlm step cost: {report['hybrid_over_mlm']:.2f}x")
     print(f"feature extraction: {report['features']['sentences_per_s']:,.0f} sentences/s "
