@@ -224,8 +224,10 @@ def trajectory(runs: dict, points: int = 10) -> list[str]:
              "target encoder (the online one for MLM); a collapsed encoder has both near their "
              "minimum.", "",
              *A.table_head(["arm", "step", *TRAJECTORY])]
-    for run in runs.values():
-        for rec in map(with_share, evenly(read_log(run), points)):
+    for run in runs.values():  # steps that have the collapse signals (every --collapse_every)
+        log = read_log(run)
+        log = [r for r in log if "rankme" in r] or log
+        for rec in map(with_share, evenly(log, points)):
             lines.append(f"| {run.name} | {rec['step']:,} | " + " | ".join(
                 f"{rec[k]:.4f}" if k in rec else "-" for k in TRAJECTORY) + " |")
     logs = {run.name: read_log(run) for run in runs.values()}
