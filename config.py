@@ -49,7 +49,7 @@ class TrainConfig:
     compile: str = "auto"           # true | false | auto = compile, and run eager with a warning
                                     # where it cannot (no C++ compiler). Tiny on a 2-core CPU:
                                     # 10-20% faster steps for ~25 s of compiling, once (README)
-    deterministic: str = "auto"     # true | false | auto = true on CPU (costs ~0-3% there,
+    deterministic: str = "auto"     # true | false | auto = true on CPU (costs ~2-4% there,
                                     # README), false on CUDA (speed; see README, Reproducibility)
     seed: int = 0
     out: str = ""                   # run folder; empty = out/<mode>-<preset>
