@@ -28,6 +28,7 @@ import analyze as A  # first: it limits the BLAS threads before numpy is importe
 import data
 import model as M
 import probe as P
+import report as T
 from data import UserError
 
 HERE = Path(__file__).resolve().parent
@@ -227,7 +228,7 @@ def trajectory(runs: dict, points: int = 10) -> list[str]:
              "per-dimension std of the layer-normed token features of 8 clean rows from the "
              "target encoder (the online one for MLM); a collapsed encoder has both near their "
              "minimum.", "",
-             *A.table_head(["arm", "step", *TRAJECTORY])]
+             *T.table_head(["arm", "step", *TRAJECTORY])]
     for run in runs.values():  # steps that have the collapse signals (every --collapse_every)
         log = read_log(run)
         log = [r for r in log if "rankme" in r] or log
@@ -242,7 +243,7 @@ def trajectory(runs: dict, points: int = 10) -> list[str]:
         if not named:
             continue
         lines += ["", f"{what} of every arm that has it, at the logged step nearest to each "
-                  "tenth of the training FLOPs:", "", *A.table_head(["FLOPs", *named])]
+                  "tenth of the training FLOPs:", "", *T.table_head(["FLOPs", *named])]
         shown = []
         for i in range(11):
             at = i * budget / 10
@@ -293,15 +294,15 @@ def pair_cells(analysis: dict, task: str, pool: str, metric: str) -> list[str]:
     for p in analysis["pairs"]:
         c = next((c for c in analysis["comparisons"] if (c["pair"], c["task"], c["pool"],
                   c["metric"]) == (p["label"], task, pool, metric)), {})
-        out += [A.with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), A.fmt_p(c.get("p")),
-                A.fmt_p(c.get("p_adj"))]
+        out += [T.with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), T.fmt_p(c.get("p")),
+                T.fmt_p(c.get("p_adj"))]
     return out
 
 
 def cell(analysis: dict, task: str, pool: str, model: str, metric: str) -> str:
     for c in analysis["cells"]:
         if (c["task"], c["pool"], c["model"]) == (task, pool, model):
-            return A.with_ci(c["metrics"].get(metric))
+            return T.with_ci(c["metrics"].get(metric))
     return "-"
 
 
@@ -323,7 +324,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     lines += [f"- skipped {t}: {why}" for t, why in skipped.items()]
     lines += [f"- **failed** {k}: {why}" for k, why in errors.items()]
     lines += ["", "## Pre-training at equal compute", "",
-              *A.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
+              *T.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
                              "lambda_mode", "lambda along training", "final loss", "source"])]
     for arm, run in runs.items():
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
@@ -350,7 +351,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
               "arms within a pooling, not poolings with each other. a - b: the paired test of the "
               "probe difference on the same dev examples (analysis/analysis.json, metric "
               "semantic_probe; tests below).", "",
-              *A.table_head(["task", "metric", "source", "pool", *names, "majority", "bow",
+              *T.table_head(["task", "metric", "source", "pool", *names, "majority", "bow",
                              *pair_columns(analysis)])]
     for task in cfg.tasks:  # the original's rows even for tasks we could not run
         for t, metric, hyb, mlm, source, note in ORIGINAL_PROBES:
@@ -364,7 +365,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
             base = analysis["baselines"][task]
             for pool in cfg.pools:
                 ours = [cell(analysis, task, pool, n, "semantic_probe") for n in names]
-                ours += [A.with_ci(base["majority"]), A.with_ci(base["bow"])]
+                ours += [T.with_ci(base["majority"]), T.with_ci(base["bow"])]
                 ours += pair_cells(analysis, task, pool, "semantic_probe")
                 lines.append(f"| {task} | {A.PRIMARY[task]} | ours | {pool} | " + " | ".join(ours)
                              + " |")
@@ -374,7 +375,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
               "Ours: analysis/analysis.json (definitions in analysis/report.md).", ""]
     if analysis and analysis["pairs"]:
         orig = {(t, p): (h, m) for t, p, h, m in ORIGINAL_UNIFORMITY}
-        lines += A.table_head(["task", "pool", "original hybrid", "original MLM", *names,
+        lines += T.table_head(["task", "pool", "original hybrid", "original MLM", *names,
                                *pair_columns(analysis)])
         for t, p in dict.fromkeys((c["task"], c["pool"]) for c in analysis["cells"]):
             h, m = orig.get((t, p), ("-", "-"))
@@ -383,11 +384,11 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
                 + pair_cells(analysis, t, p, "uniformity")) + " |")
         lines += ["", "## Every metric, compared", "",
                   "From analysis/analysis.json (`consistency`). Tests (p: raw; p adj: corrected):",
-                  "", *A.tests_text(analysis)]
+                  "", *T.tests_text(analysis)]
         for pair in analysis["pairs"]:
             lines += ["", f"{pair['label']} (a = {' + '.join(pair['a'])}, b = "
                       f"{' + '.join(pair['b'])}):", "",
-                      *A.consistency_table(analysis["consistency"][pair["label"]], "a", "b")]
+                      *T.consistency_table(analysis["consistency"][pair["label"]], "a", "b")]
     else:
         lines.append("No analysis with two sides to compare (a hybrid and an MLM arm, or "
                      "--compare): nothing to compare.")

@@ -11,6 +11,7 @@ import pytest
 from probe_fixtures import save_checkpoint, write_glue
 
 import analyze as A
+import report as T
 import figures as F
 import stats as S
 
@@ -143,15 +144,15 @@ def numbers(obj):
 
 def test_report_shows_every_number_of_the_json_and_types_none():
     r = fake_analysis()
-    md = A.report(r, None)
+    md = T.analysis_report(r, None)
     shown = set(re.findall(r"-?\d+\.\d{3}", md)) | set(re.findall(r"\d\.\de-\d\d", md))
     # one run per side: the sides' means are the models' own values, shown as those
     not_shown = ("p", "p_adj", "p_examples", "p_seeds", "a_mean", "b_mean")
     values = numbers({k: r[k] for k in ("cells", "baselines", "tasks")}) + numbers(
         [{k: v for k, v in c.items() if k not in not_shown} for c in r["comparisons"]])
-    assert not [v for v in values if A.fmt(v) not in shown]
+    assert not [v for v in values if T.fmt(v) not in shown]
     assert not [c for c in r["comparisons"] for k in ("p", "p_adj")
-                if A.fmt_p(c[k]) not in shown]  # raw and adjusted p of every comparison
+                if T.fmt_p(c[k]) not in shown]  # raw and adjusted p of every comparison
     for k, v in r["consistency"]["hyb vs mlm"].items():  # 2 cells, hyb never greater
         sig = v["significant"]
         assert f"| {k} | 2 | 0 | 2 | 2 | {sig} (0) | {'yes' if sig == 2 else 'no'} |" in md
@@ -160,7 +161,7 @@ def test_report_shows_every_number_of_the_json_and_types_none():
         assert sentence in md
     # nothing numeric in the report that the JSON does not hold (definitions aside)
     body = md.split("## Definitions")[0] + md.split("## Summary")[1]
-    allowed = {A.fmt(v) for v in numbers(r)} | {A.fmt_p(v) for v in numbers(r)}
+    allowed = {T.fmt(v) for v in numbers(r)} | {T.fmt_p(v) for v in numbers(r)}
     assert set(re.findall(r"-?\d+\.\d{3}", body)) <= allowed
 
 
