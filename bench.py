@@ -9,7 +9,6 @@ datasheet on CUDA, and on CPU a matmul of the same dtype timed in the same run.
 import json
 import resource
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 
@@ -58,21 +57,27 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def compiled_graphs() -> int:
-    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
-
-
-def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
+def setup(bc: BenchConfig, mode: str, deterministic: str, steps: int):
+    """A training run of the bench's settings and the batches of its first `steps` steps."""
     args = [f"--mode={mode}", f"--preset={bc.preset}", f"--compile={bc.compile}",
-            f"--deterministic={bc.deterministic}"]
+            f"--deterministic={deterministic}"]
     args += [f"--dtype={bc.dtype}"] if bc.dtype else []
     args += [f"--batch_size={bc.batch_size}"] if bc.batch_size else []
     cfg, _, _ = train.resolve_config(args + (QUICK_ARGS if bc.quick else []),
                                      torch.cuda.is_available())
-    run = train.build_run(cfg, bc.vocab_size)
+    run = train.build_run(cfg, bc.vocab_size)  # sets the process-wide deterministic mode
     rows = synthetic_rows(max(4 * cfg.batch_size, 64), cfg.seq_len, bc.vocab_size)
+    batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size) for s in range(steps)]
+    return cfg, run, rows, batches
+
+
+def compiled_graphs() -> int:
+    return train.compile_counts()["graphs"]
+
+
+def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     total = bc.warmup + bc.steps * (bc.repeats + 1) + 1
-    batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size) for s in range(total)]
+    cfg, run, rows, batches = setup(bc, mode, bc.deterministic, total)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for step in range(bc.warmup):
@@ -94,6 +99,7 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     if key not in peak_cache:
         peak_cache[key] = train.device_peak_flops(cfg.device, cfg.dtype)
     flops = float(np.mean([train.batch_flops(run.mcfg, b, cfg.batch_size) for b in batches]))
+    counts = train.compile_counts()
     memory = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return dict(mode=mode, device=cfg.device, dtype=cfg.dtype, compiled=run.compiled,
@@ -108,7 +114,7 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 deterministic=cfg.deterministic == "true",
                 host_ms_per_step=round(1000 * host, 2),
                 ms_per_step_prefetched=round(1000 * with_prefetch, 2),
-                **compile_problems())
+                **{k: counts[k] for k in ("compile_fallbacks", "graph_breaks")})
 
 
 def determinism_cost(bc: BenchConfig, mode: str, rounds: int = 8) -> dict:
@@ -117,14 +123,7 @@ def determinism_cost(bc: BenchConfig, mode: str, rounds: int = 8) -> dict:
     machine slows both alike; the ratio is the median of the rounds' ratios."""
     runs, ms = {}, {"true": [], "false": []}
     for det in ms:
-        args = [f"--mode={mode}", f"--preset={bc.preset}", f"--compile={bc.compile}",
-                f"--deterministic={det}"] + ([f"--dtype={bc.dtype}"] if bc.dtype else [])
-        cfg, _, _ = train.resolve_config(args + (QUICK_ARGS if bc.quick else []),
-                                         torch.cuda.is_available())
-        run = train.build_run(cfg, bc.vocab_size)  # sets the process-wide deterministic mode
-        rows = synthetic_rows(max(4 * cfg.batch_size, 64), cfg.seq_len, bc.vocab_size)
-        batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size)
-                   for s in range(bc.steps)]
+        _, run, _, batches = setup(bc, mode, det, bc.steps)
         for b in batches[:2]:  # compile and warm up under this run's setting
             train.train_step(run, b, 0, 100)
         runs[det] = (run, batches)
@@ -137,28 +136,28 @@ def determinism_cost(bc: BenchConfig, mode: str, rounds: int = 8) -> dict:
                 train.train_step(run, b, i, 100)
             sync(run.device)
             ms[det].append(1000 * (time.perf_counter() - t) / len(batches))
-    train.set_deterministic(runs["true"][0].cfg if bc.deterministic != "false"
-                            else runs["false"][0].cfg)
     ratios = [a / b for a, b in zip(ms["true"], ms["false"])]
     return dict(ms_deterministic=round(statistics.median(ms["true"]), 2),
                 ms_nondeterministic=round(statistics.median(ms["false"]), 2),
                 ratio=round(statistics.median(ratios), 3), rounds=rounds)
 
 
-def host_time(rows, cfg, vocab_size: int, total: int) -> float:
-    """Median seconds to build one step's batch on the host (rows, MLM and JEPA masks), in a
-    one-thread worker as the Prefetcher builds them."""
+def host_time(rows, cfg, vocab_size: int, start: int, n: int = 8) -> float:
+    """Median seconds to build one step's batch on the host (rows, MLM and JEPA masks), timed
+    inside the Prefetcher's own worker thread."""
     times = []
 
-    def work():
-        torch.set_num_threads(1)
-        for step in range(total, total + 8):
-            t = time.perf_counter()
-            train.make_batch(rows, step, cfg, BERT_SPECIALS, vocab_size)
-            times.append(time.perf_counter() - t)
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join()
+    def timed(step):
+        t = time.perf_counter()
+        batch = train.make_batch(rows, step, cfg, BERT_SPECIALS, vocab_size)
+        times.append(time.perf_counter() - t)
+        return batch
+    pre = train.Prefetcher(timed, start, start + n, pin=False)
+    try:
+        for _ in range(n):
+            pre.next()
+    finally:
+        pre.close()
     return statistics.median(times)
 
 
@@ -179,12 +178,6 @@ def prefetched_step_time(run, rows, cfg, bc: BenchConfig, start: int, total: int
         return (time.perf_counter() - t) / bc.steps
     finally:
         pre.close()
-
-
-def compile_problems() -> dict:
-    """Frames that fell back to eager and graph breaks so far (0 and 0 when compiling works)."""
-    counts = train.compile_counts()
-    return dict(compile_fallbacks=counts["compile_fallbacks"], graph_breaks=counts["graph_breaks"])
 
 
 @torch.inference_mode()

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
-import functools
 import hashlib
 import itertools
 import json
@@ -382,9 +381,8 @@ def load_rows(corpus: str, tokenizer: str, seq_len: int, split: str) -> np.ndarr
 
 
 @lru_cache(maxsize=2)  # a batch may straddle two epochs: keep both orders at hand
-@functools.lru_cache(maxsize=2)
 def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """Cached: a permutation of 256k rows costs milliseconds, and every step of an epoch uses it."""
+    """Read-only: the cached order is shared by every step of its epoch."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     order.flags.writeable = False
     return order

@@ -56,7 +56,7 @@ def open_source(cfg) -> Source:
         return Source(cfg.ckpt, cfg.ckpt, Path(cfg.out or "out/baselines/probe"), tok=tok,
                       key=cfg.ckpt, dtype="-")
     if cfg.ckpt == "random":
-        from train import PRESETS
+        from config import PRESETS
         if cfg.preset not in PRESETS:
             raise UserError(f"--preset={cfg.preset}: expected one of {', '.join(PRESETS)}")
         if cfg.encoder != "online":

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import data
 import masks
 import model as M
-from config import PRESETS, RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config  # noqa
+from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
 from data import UserError
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
@@ -482,10 +482,11 @@ def main(argv):
                 check_finite()
                 checkpoint()
                 t_ckpt = time.perf_counter()
-            if stopping:
-                print(f"stopped by signal {(stop_signal or [signal.SIGTERM])[0]} at step {step}; "
-                      f"checkpoint written; continue with --resume --out={out}", file=sys.stderr)
-                return EXIT_SIGNALLED + (stop_signal or [signal.SIGTERM])[0]
+            if stopping:  # a rank that got no signal itself stops as if by SIGTERM
+                sig = (stop_signal or [signal.SIGTERM])[0]
+                print(f"stopped by signal {sig} at step {step}; checkpoint written; continue "
+                      f"with --resume --out={out}", file=sys.stderr)
+                return EXIT_SIGNALLED + sig
     finally:
         prefetch.close()
     if rank == 0:
