@@ -15,6 +15,7 @@ RUNS   ?= out/hybrid-$(PRESET_USED) out/mlm-$(PRESET_USED)
 CORPUS ?=
 BUDGET ?=
 ARMS   ?= hybrid mlm
+SEEDS  ?=
 ARGS   ?=
 comma  := ,
 empty  :=
@@ -43,8 +44,12 @@ probe: $(VENV)/.installed
 analyze: $(VENV)/.installed
 	$(PY) analyze.py --runs=$(subst $(space),$(comma),$(strip $(RUNS))) $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
-paper: $(VENV)/.installed
-	$(PY) paper.py --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(ARGS)
+$(VENV)/.paper-installed: $(VENV)/.installed requirements-paper.txt
+	$(VENV)/bin/pip install --quiet -r requirements-paper.txt
+	touch $@
+
+paper: $(VENV)/.paper-installed
+	$(PY) paper.py --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(if $(SEEDS),--seeds=$(SEEDS)) $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)

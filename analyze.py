@@ -47,7 +47,8 @@ class AnalyzeConfig:
     runs: tuple[str, ...] = ("out/hybrid-tiny", "out/mlm-tiny")  # folders: config.json, ckpt.pt
     tasks: tuple[str, ...] = ("sst2", "mrpc", "mnli", "cola", "stsb")
     pools: tuple[str, ...] = P.POOLS
-    random: bool = True         # also measure the random-weight encoder of the runs' preset
+    random: bool = True         # also measure random-weight encoders of the runs' architecture
+    random_seeds: int = 1       # ... this many: the inits of train.py --seed=0, 1, ...
     preset: str = "tiny"        # its preset when no run is given
     encoder: str = "online"     # online | target (the EMA copy)
     n: int = 2000               # dev examples per task: one seeded subset for every model
@@ -202,8 +203,9 @@ def resolve_models(cfg: AnalyzeConfig) -> list[dict]:
                            ckpt=str(path / "ckpt.pt"), preset=conf["preset"]))
     if cfg.random:
         preset = models[0]["preset"] if models else cfg.preset
-        models.append(dict(name=f"random-{preset}", mode="random", method="random",
-                           ckpt="random", preset=preset))
+        models += [dict(name=f"random-{preset}{f'-s{k}' if k else ''}", mode="random",
+                        method="random", ckpt=f"random:{k}" if k else "random", preset=preset)
+                   for k in range(cfg.random_seeds)]
     names = [m["name"] for m in models]
     if not models or len(set(names)) < len(names):
         raise UserError(f"--runs: need at least one model and distinct run folder names, got "
@@ -242,8 +244,11 @@ def resolve_pairs(cfg: AnalyzeConfig, models: list[dict]) -> list[dict]:
 
 
 def probe_config(cfg, task: str, pool: str, ckpt: str, preset="tiny", folder=None):
+    """probe.py's config of a model here; a random-weight encoder copies the first run's
+    architecture and tokenizer (the preset's when there is no run)."""
+    like = str(Path(cfg.runs[0]) / "ckpt.pt") if cfg.runs and Fe.is_random(ckpt) else ""
     pcfg = P.ProbeConfig(task=(task,), ckpt=ckpt, pool=(pool,), encoder=cfg.encoder,
-                         preset=preset, out=str(folder or ""))
+                         preset=preset, out=str(folder or ""), random_like=like)
     return data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0]
 
 
@@ -293,9 +298,9 @@ def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
     probe.embed pools them, but both splits from one fit of a trained pooler: the probe's own
     seed-0 pooler, by its own protocol (embed would fit it again for each split)."""
     dev_split = data.TASKS[task].dev_splits[0]
-    train, cap = P.train_subset(pcfg, pool, splits["train"])
-    parts = P.build_parts(pcfg, source, task, {"train": train, dev_split: splits[dev_split]},
-                          pool, cap)
+    train, _ = P.train_subset(pcfg, pool, splits["train"])
+    parts = P.build_parts(pcfg, source, task, {"train": splits["train"],
+                                               dev_split: splits[dev_split]}, pool)
     param = None
     if pool in P.TRAINED_POOLS:
         param = P.select_and_fit(parts["train"], P.labels(train), task, pool, 0, pcfg)[0]["param"]
@@ -531,8 +536,10 @@ def check(cfg: AnalyzeConfig):
         if not names or any(n not in valid for n in names):
             raise UserError(f"--{kind}={','.join(names)}: expected one or more of "
                             f"{', '.join(valid)} (comma-separated)")
-    if min(cfg.n, cfg.lex_k, cfg.lex_train, cfg.bootstrap, cfg.permutations) < 1:
-        raise UserError("--n, --lex_k, --lex_train, --bootstrap and --permutations must be >= 1")
+    if min(cfg.n, cfg.lex_k, cfg.lex_train, cfg.bootstrap, cfg.permutations,
+           cfg.random_seeds) < 1:
+        raise UserError("--n, --lex_k, --lex_train, --bootstrap, --permutations and "
+                        "--random_seeds must be >= 1")
     if cfg.correction not in S.ADJUST:
         raise UserError(f"--correction={cfg.correction}: expected {' or '.join(S.ADJUST)}")
     P.check_names(probe_config(cfg, cfg.tasks[0], cfg.pools[0], "random"))

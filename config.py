@@ -58,6 +58,8 @@ class TrainConfig:
     collapse_every: int = 100       # RankMe/feature-std collapse signals every N steps (a log step)
     ckpt_every: int = 500           # checkpoint every N steps,
     ckpt_minutes: float = 0.0       # ... or when this many minutes passed since the last one (> 0)
+    keep_at: tuple[float, ...] = ()  # also keep ckpt-f<f>.pt at these fractions of the run
+                                    # (learning curves), e.g. 0.125,0.25,0.5
     skip_nonfinite: int = 0         # tolerate this many steps with a non-finite loss (skipped)
     inject_nan_at: int = -1         # test hook: make the loss of this step NaN
 
@@ -77,7 +79,7 @@ PRESETS = {  # sizes from SPEC 2; `small` is the original's 512x6 model (34.8M p
                   corpus="wikitext-103", tokenizer="bert-base-uncased"),
 }
 RESUME_MAY_CHANGE = {"resume", "out", "max_steps", "max_flops", "log_every", "ckpt_every",
-                     "ckpt_minutes", "collapse_every", "compile", "deterministic",
+                     "ckpt_minutes", "keep_at", "collapse_every", "compile", "deterministic",
                      "skip_nonfinite", "inject_nan_at", "device"}
 
 
@@ -140,6 +142,9 @@ def validate(cfg: TrainConfig):
         raise UserError(f"--compile={cfg.compile}: expected true, false or auto")
     if cfg.deterministic not in ("true", "false"):
         raise UserError(f"--deterministic={cfg.deterministic}: expected true, false or auto")
+    if not all(0 < f < 1 for f in cfg.keep_at):
+        raise UserError(f"--keep_at={','.join(map(str, cfg.keep_at))}: expected fractions of the "
+                        "run strictly between 0 and 1, e.g. 0.25,0.5")
     if cfg.ckpt_minutes < 0:
         raise UserError(f"--ckpt_minutes={cfg.ckpt_minutes:g}: must not be negative")
     if cfg.jepa_context not in ("corrupted", "clean"):

@@ -4,7 +4,8 @@ and the inputs of the probe's head (pair features, token states of trained poole
 words). probe.py fits the heads on them; analyze.py pools the same vectors.
 
 Features are cached per (weights, task, split, its texts, pooling, device, dtype) in
-<results>/cache/: a second run of the same probe only fits.
+<results>/cache/: a second run of the same probe only fits. One encoder pass per split makes every
+pooling a probe run asks for (and mean and max always).
 """
 import hashlib
 import itertools
@@ -26,7 +27,6 @@ from data import UserError
 
 BASELINES = ("majority", "bow")
 MAX_LEN = 128           # tokens per sentence, [CLS] and [SEP] included
-RANDOM_INIT_SEED = 0    # --ckpt=random: the weights train.py would start from with --seed=0
 
 
 # ----------------------------------------------------------------------------- feature sources
@@ -55,22 +55,18 @@ def open_source(cfg) -> Source:
         tok = data.load_tokenizer("bert-base-uncased") if cfg.ckpt == "bow" else None
         return Source(cfg.ckpt, cfg.ckpt, Path(cfg.out or "out/baselines/probe"), tok=tok,
                       key=cfg.ckpt, dtype="-")
-    if cfg.ckpt == "random":
-        from config import PRESETS
-        if cfg.preset not in PRESETS:
-            raise UserError(f"--preset={cfg.preset}: expected one of {', '.join(PRESETS)}")
+    if is_random(cfg.ckpt):
         if cfg.encoder != "online":
             raise UserError("--encoder=target: a random-weight encoder has no EMA copy; "
                             "use --encoder=online with --ckpt=random")
-        tok = data.load_tokenizer("bert-base-uncased")
-        sizes = {k: PRESETS[cfg.preset][k]
-                 for k in ("d_model", "n_layers", "n_heads", "pred_dim", "pred_depth")}
-        mcfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), mode="mlm", **sizes)
+        seed = random_seed(cfg.ckpt)
+        mcfg, tok, what = random_recipe(cfg)
         with torch.random.fork_rng():  # the project's init (std 0.02, depth-scaled residuals)
-            torch.manual_seed(RANDOM_INIT_SEED)
+            torch.manual_seed(seed)
             encoder = M.PredictReconstruct(mcfg).encoder
-        key = f"random-{cfg.preset}-{RANDOM_INIT_SEED}"
-        results = Path(cfg.out or f"out/random-{cfg.preset}/probe")
+        arch = hashlib.sha256(f"{sorted(vars(mcfg).items())}|{tok.to_str()}".encode())
+        key = f"random-{what}-{arch.hexdigest()[:12]}-{seed}"
+        results = Path(cfg.out or f"out/random-{cfg.preset}{f'-s{seed}' if seed else ''}/probe")
     else:
         encoder, tok, _ = M.load_encoder(cfg.ckpt, cfg.encoder)
         with open(cfg.ckpt, "rb") as f:
@@ -80,6 +76,36 @@ def open_source(cfg) -> Source:
                   tok, key, hashlib.sha256(tok.to_str().encode()).hexdigest()[:16], device,
                   "bfloat16" if device == "cuda" else "float32",
                   min(MAX_LEN, encoder.pos_emb.num_embeddings))
+
+
+def is_random(ckpt: str) -> bool:
+    return ckpt == "random" or ckpt.startswith("random:")
+
+
+def random_seed(ckpt: str) -> int:
+    """--ckpt=random is the init of train.py --seed=0; random:<k> that of --seed=<k>."""
+    seed = ckpt.partition(":")[2] or "0"
+    if not seed.isdigit():
+        raise UserError(f"--ckpt={ckpt}: expected random or random:<seed>, e.g. random:1")
+    return int(seed)
+
+
+def random_recipe(cfg):
+    """(model config, tokenizer, name) of a random-weight encoder: those of the checkpoint
+    --random_like when given (the arms it is a baseline for), else of the preset."""
+    if cfg.random_like:
+        ckpt = M.load_checkpoint(cfg.random_like)
+        mcfg = M.ModelConfig(**dict(ckpt["model_config"], mode="mlm"))
+        return mcfg, Tokenizer.from_str(ckpt["tokenizer"]), "like"
+    from config import PRESETS
+    if cfg.preset not in PRESETS:
+        raise UserError(f"--preset={cfg.preset}: expected one of {', '.join(PRESETS)}")
+    p = PRESETS[cfg.preset]
+    tok = data.load_tokenizer(p["tokenizer"], p["corpus"])
+    sizes = {k: p[k] for k in ("d_model", "n_layers", "n_heads", "pred_dim", "pred_depth")}
+    mcfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), mode="mlm",
+                         seq_len=p.get("seq_len", 128), **sizes)
+    return mcfg, tok, cfg.preset
 
 
 def content_ids(tok, texts: list[str], max_len: int = MAX_LEN) -> list[list[int]]:
@@ -105,14 +131,18 @@ def pool_tokens(kind: str, h, mask, param=None):
 
 
 @torch.inference_mode()
-def encode(source: Source, ids: list[list[int]], kind: str, batch_size: int):
-    """Content ids -> pooled vectors (N, d) float32, or for kind='tokens' the real-token states
-    of all sequences concatenated ((sum of lengths, d) float16, to halve RAM) with the lengths.
-    Batches hold sequences of similar length, so there is little padding to compute."""
+def encode(source: Source, ids: list[list[int]], kinds, batch_size: int, token_rows=None) -> dict:
+    """Content ids -> {kind: features} from one forward pass: for mean and max the pooled vectors
+    (N, d) float32; for 'tokens' the real-token states of the rows token_rows (all when None),
+    concatenated ((sum of lengths, d) float16, to halve RAM), with their lengths. Batches hold
+    sequences of similar length, so there is little padding to compute."""
     sp = data.special_ids(source.tok)
     seqs = [[sp["cls"]] + s + [sp["sep"]] for s in ids]
+    wanted = range(len(seqs)) if token_rows is None else token_rows
+    keep = dict.fromkeys(wanted) if "tokens" in kinds else {}
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first: peak RAM early
-    out = [None] * len(seqs)
+    pooled_kinds = [k for k in kinds if k != "tokens"]
+    out = {k: [None] * len(seqs) for k in pooled_kinds}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=source.dtype == "bfloat16")
     for lo in range(0, len(order), batch_size):
         batch = order[lo:lo + batch_size]
@@ -120,12 +150,18 @@ def encode(source: Source, ids: list[list[int]], kind: str, batch_size: int):
         mask = torch.arange(x.shape[1]) < torch.tensor([len(seqs[i]) for i in batch])[:, None]
         with autocast:
             h = source.encoder(x.to(source.device), pad_mask=mask.to(source.device)).float().cpu()
-        pooled = h.half() if kind == "tokens" else pool_tokens(kind, h, mask)
+        for kind in pooled_kinds:
+            pooled = pool_tokens(kind, h, mask)
+            for r, i in enumerate(batch):
+                out[kind][i] = pooled[r]
         for r, i in enumerate(batch):
-            out[i] = pooled[r, :len(seqs[i])] if kind == "tokens" else pooled[r]
-    if kind == "tokens":
-        return torch.cat(out), torch.tensor([len(s) for s in seqs])
-    return torch.stack(out)
+            if i in keep:
+                keep[i] = h[r, :len(seqs[i])].half()
+    result = {k: torch.stack(v) for k, v in out.items()}
+    if "tokens" in kinds:
+        result["tokens"] = (torch.cat([keep[i] for i in wanted]),
+                            torch.tensor([len(seqs[i]) for i in wanted]))
+    return result
 
 
 def load_cache(path: Path) -> dict | None:
@@ -144,30 +180,66 @@ def load_cache(path: Path) -> dict | None:
     return None
 
 
-def cached(cfg, source: Source, task: str, split: str, pool: str, texts_a, texts_b):
-    """Features (a, b) of one split, encoded once per (weights, task, split, its texts, pooling,
-    device, dtype): bf16 CUDA features and fp32 CPU ones differ, so they never stand in for
-    each other."""
+def cache_path(source: Source, task: str, split: str, kind: str, texts_a, texts_b) -> Path:
+    """One file per (weights, task, split, its texts, kind, device, dtype): bf16 CUDA features
+    and fp32 CPU ones differ, so they never stand in for each other."""
     texts = R.content_hash([texts_a, texts_b])
-    key = hashlib.sha256(f"{source.key}|{task}|{split}|{texts}|{pool}|{source.device}|"
+    key = hashlib.sha256(f"{source.key}|{task}|{split}|{texts}|{kind}|{source.device}|"
                          f"{source.dtype}".encode()).hexdigest()[:16]
-    path = source.results / "cache" / f"{task}-{split}-{pool}-{key}.pt"
-    c = load_cache(path)
-    if c is not None:
-        if c["tokenizer"] != source.tok_hash:
-            raise UserError(f"{path} holds features made with another tokenizer ({c['tokenizer']}"
-                            f") than {source.name}'s ({source.tok_hash}); delete the folder "
-                            f"{path.parent} and run again")
-        return c["a"], c["b"]
+    return source.results / "cache" / f"{task}-{split}-{kind}-{key}.pt"
+
+
+def split_features(cfg, source: Source, task: str, split: str, kinds, texts_a, texts_b,
+                   token_rows=None, token_split: str = "") -> dict:
+    """{kind: (a, b)} of one split for each of kinds (mean, max, tokens), from the cache, or from
+    ONE encoder pass that makes every missing kind at once (mean and max too, they cost nothing
+    more). Token states are kept for the rows token_rows only (the trained poolers' train
+    subset, cached as split token_split); None = every row."""
+    def subset(texts):
+        return texts if texts is None or token_rows is None else [texts[i] for i in token_rows]
+
+    def path(kind):
+        if kind == "tokens":
+            return cache_path(source, task, token_split or split, kind, subset(texts_a),
+                              subset(texts_b))
+        return cache_path(source, task, split, kind, texts_a, texts_b)
+
+    got = {}
+    for kind in kinds:
+        c = load_cache(path(kind))
+        if c is not None:
+            if c["tokenizer"] != source.tok_hash:
+                raise UserError(f"{path(kind)} holds features made with another tokenizer "
+                                f"({c['tokenizer']}) than {source.name}'s ({source.tok_hash}); "
+                                f"delete the folder {path(kind).parent} and run again")
+            got[kind] = (c["a"], c["b"])
+    missing = [k for k in kinds if k not in got]
+    if not missing:
+        return got
+    if missing == ["tokens"] and token_rows is not None:  # the subset alone: a smaller pass
+        make, texts, rows = ["tokens"], (subset(texts_a), subset(texts_b)), None
+    else:
+        make = list(dict.fromkeys(["mean", "max", *missing]))
+        texts, rows = (texts_a, texts_b), token_rows
     t0 = time.time()
-    n = len(texts_a) * (2 if texts_b else 1)
-    print(f"{task} {split}: encoding {n:,} sequences ({pool})", end="", file=sys.stderr, flush=True)
-    a = encode(source, content_ids(source.tok, texts_a, source.max_len), pool, cfg.batch_size)
-    b = texts_b and encode(source, content_ids(source.tok, texts_b, source.max_len), pool,
-                           cfg.batch_size)
+    n = len(texts[0]) * (2 if texts[1] else 1)
+    print(f"{task} {split}: encoding {n:,} sequences ({', '.join(make)})", end="",
+          file=sys.stderr, flush=True)
+    side = [encode(source, content_ids(source.tok, t, source.max_len), make, cfg.batch_size, rows)
+            if t else None for t in texts]
     print(f" {time.time() - t0:.1f}s", file=sys.stderr)
-    data.atomic_write(path, lambda f: torch.save(dict(tokenizer=source.tok_hash, a=a, b=b), f))
-    return a, b
+    for kind in make:
+        a, b = side[0][kind], side[1] and side[1][kind]
+        data.atomic_write(path(kind), lambda f: torch.save(dict(tokenizer=source.tok_hash, a=a,
+                                                                b=b), f))
+        if kind in kinds:
+            got[kind] = (a, b)
+    return got
+
+
+def cached(cfg, source: Source, task: str, split: str, kind: str, texts_a, texts_b):
+    """Features (a, b) of one kind of one split (split_features for a single kind)."""
+    return split_features(cfg, source, task, split, (kind,), texts_a, texts_b)[kind]
 
 
 # ----------------------------------------------------------------------------- probe inputs

@@ -61,3 +61,83 @@ def save(fig, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+# ----------------------------------------------------------------------------- paper.py's figures
+
+def paper_figures(logs: dict, curve: dict, analysis: dict | None, groups: dict,
+                  out: Path) -> dict | None:
+    """make paper's key figures -> {PNG name: what it shows}; None without matplotlib.
+    logs: {run: log records}; curve: paper.learning_curve's points; groups: {arm: its runs}."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    files = {}
+    colour = {arm: f"C{i}" for i, arm in enumerate(groups)}
+    arm_of = {run: arm for arm, runs in groups.items() for run in runs}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for run, log in logs.items():
+        for ax, key in zip(axes, ("lam", "loss_jepa", "loss_mlm")):
+            if key in log[-1] and (key != "lam" or {"loss_jepa", "loss_mlm"} <= set(log[-1])):
+                ax.plot([r["flops"] for r in log], [r[key] for r in log], lw=1,
+                        color=colour[arm_of[run]], label=run)
+    for ax, title in zip(axes, ("lambda (L_JEPA's share of the loss weights)", "L_JEPA",
+                                "L_MLM")):
+        ax.set(title=title, xlabel="training FLOPs")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    axes[1].set_yscale("log")  # 1 - cos spans orders of magnitude
+    files[save(fig, out / "lambda.png")] = "lambda and both losses against training FLOPs"
+    if analysis and analysis["cells"]:
+        tasks = list(analysis["tasks"])
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            seed_bars(ax, analysis, groups, colour, "semantic_probe",
+                      [(task, p) for p in analysis["config"]["pools"]], lambda k: k[1])
+            ax.set(title=f"{task}: probe score (percent)")
+        axes[0][0].legend(fontsize=7)
+        files[save(fig, out / "probes.png")] = ("probe scores per arm: bar = mean over "
+                                                "pre-training seeds, dots = the seeds")
+        cells = list(dict.fromkeys((c["task"], c["pool"]) for c in analysis["cells"]))
+        fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.7 * len(cells)), 6.4))
+        for ax, metric in zip(axes, ("uniformity", "effective_rank")):
+            seed_bars(ax, analysis, groups, colour, metric, cells, lambda k: f"{k[0]}\n{k[1]}")
+            ax.set(title=f"{metric} (bar: mean over seeds; dots: seeds)")
+        axes[0].legend(fontsize=7)
+        files[save(fig, out / "geometry.png")] = "uniformity and effective rank per arm"
+    if curve:
+        tasks = sorted({t for pts in curve.values() for _, _, scores, _ in pts for t in scores})
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.4), squeeze=False)
+        randoms = groups.get("random", [])
+        for ax, task in zip(axes[0], tasks):
+            for run, pts in curve.items():
+                ax.plot([tok for _, tok, _, _ in pts], [s.get(task) for _, _, s, _ in pts],
+                        "o-", color=colour[arm_of[run]], label=run)
+            values = [c["metrics"]["semantic_probe"]["value"] for c in (analysis or {}).get(
+                "cells", []) if (c["task"], c["pool"]) == (task, "mean") and c["model"] in randoms]
+            if values:
+                ax.axhline(np.mean(values), color="grey", ls="--", label="random init (mean)")
+            ax.set(title=f"{task}, mean pooling", xlabel="training tokens", ylabel="percent")
+            ax.legend(fontsize=7)
+        files[save(fig, out / "curve.png")] = "learning curve: probe score against tokens"
+    return files
+
+
+def seed_bars(ax, analysis: dict, groups: dict, colour: dict, metric: str, keys: list, label):
+    """One bar per arm per cell (task, pool): the mean over the arm's runs, a dot per run."""
+    width = 0.8 / len(groups)
+    for i, (arm, runs) in enumerate(groups.items()):
+        xs, means = [], []
+        for j, key in enumerate(keys):
+            values = [c["metrics"][metric]["value"] for c in analysis["cells"]
+                      if (c["task"], c["pool"]) == key and c["model"] in runs
+                      and c["metrics"].get(metric, {}).get("value") is not None]
+            if values:
+                xs.append(j + i * width)
+                means.append(np.mean(values))
+                ax.scatter([j + i * width] * len(values), values, s=8, color="k", zorder=3)
+        ax.bar(xs, means, width, color=colour[arm], label=arm)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [label(k) for k in keys], fontsize=7)

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import analyze as A  # first: it limits the BLAS threads before numpy is imported
 import data
+import figures as G
 import model as M
+import numpy as np
 import probe as P
 import report as T
 from data import UserError
@@ -43,6 +45,11 @@ class PaperConfig:
     preset: str = "tiny"
     budget: float = 0.0             # training FLOPs per arm; 0 = BUDGETS[preset]
     arms: tuple[str, ...] = ("hybrid", "mlm")   # modes, or hybrid:<lambda_mode> (hybrid:balanced)
+    seeds: int = 1                  # pre-training seeds per arm (train.py --seed=0..N-1), and as
+                                    # many random-weight inits
+    curve: tuple[float, ...] = (0.125, 0.25, 0.5)  # learning curve: seed 0 of each arm keeps
+                                    # checkpoints at these fractions of its run (train.py
+                                    # --keep_at), probed on CURVE_TASKS with mean pooling
     corpus: str = ""                # train.py --corpus; empty = the preset's
     tasks: tuple[str, ...] = tuple(data.TASKS)
     pools: tuple[str, ...] = P.POOLS
@@ -85,14 +92,15 @@ ABSTRACT_CLAIM = "uniformity less than -0.16 vs -0.05 for MLM"
 
 # ----------------------------------------------------------------------------- stages
 
-def arm_status(run: Path, budget: float) -> str:
+def arm_status(run: Path, budget: float, seed: int = 0) -> str:
     """new | unfinished | done, from the run's checkpoint and resolved config."""
     if not (run / "ckpt.pt").exists():
         return "new"
     conf = json.loads((run / "config.json").read_text())
-    if conf["config"]["max_flops"] != budget:
-        raise UserError(f"{run} was trained with --max_flops={conf['config']['max_flops']:g}, "
-                        f"not {budget:g}; delete it or pass another --out")
+    for key, want in (("max_flops", budget), ("seed", seed)):
+        if conf["config"][key] != want:
+            raise UserError(f"{run} was trained with --{key}={conf['config'][key]:g}, not "
+                            f"{want:g}; delete it or pass another --out")
     step = M.load_checkpoint(run / "ckpt.pt")["step"]
     return "done" if step >= conf["planned_steps"] else "unfinished"
 
@@ -115,53 +123,87 @@ def parse_arm(arm: str) -> tuple[str, str]:
     return mode, lambda_mode
 
 
-def arm_folder(arm: str, preset: str) -> str:
-    """The arm's run folder name, also its model name in the analysis: hybrid:fixed:0.5 at tiny
-    -> hybrid-fixed-0.5-tiny (no colons: they are not portable in paths)."""
-    return f"{arm.replace(':', '-')}-{preset}"
+def arm_folder(arm: str, preset: str, seed: int = 0) -> str:
+    """The run folder name of an arm's seed, also its model name in the analysis: hybrid:fixed:0.5
+    at tiny -> hybrid-fixed-0.5-tiny (no colons: they are not portable in paths); seed k > 0 adds
+    -s<k>, so that a 1-seed study is the first seed of a 3-seed one."""
+    return f"{arm.replace(':', '-')}-{preset}" + (f"-s{seed}" if seed else "")
+
+
+def random_name(preset: str, seed: int = 0) -> str:
+    """The random-weight encoder with train.py --seed=<seed>'s init: its probe.py --ckpt and
+    folder."""
+    return ("random" if not seed else f"random:{seed}"), f"random-{preset}" + (
+        f"-s{seed}" if seed else "")
 
 
 def train_arms(cfg: PaperConfig, budget: float, errors: dict) -> dict[str, Path]:
-    """Each arm in a train.py process (resumed if a checkpoint exists) -> {arm: finished run}."""
+    """Each arm x seed in a train.py process (resumed if a checkpoint exists) -> {folder name:
+    finished run}; seed 0 keeps the learning-curve checkpoints."""
     finished = {}
     for arm in cfg.arms:
         mode, lambda_mode = parse_arm(arm)
-        run = Path(cfg.out) / arm_folder(arm, cfg.preset)
-        status = arm_status(run, budget)
-        if status != "done":  # the arm's lambda_mode last: it wins over one in train_args
-            cmd = [sys.executable, str(HERE / "train.py"), f"--mode={mode}",
-                   f"--preset={cfg.preset}", f"--max_flops={budget:g}", f"--out={run}",
-                   *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
-                   *shlex.split(cfg.train_args),
-                   *([f"--lambda_mode={lambda_mode}"] if lambda_mode else []),
-                   *(["--resume"] if status == "unfinished" else [])]
-            print(f"paper: training {arm} ({status}): {shlex.join(cmd)}", file=sys.stderr,
-                  flush=True)
-            code = subprocess.run(cmd).returncode
-            if code != 0:
-                errors[f"train {arm}"] = f"train.py exited with status {code}; see above, then " \
-                                         f"re-run to resume it"
-                continue
-        finished[arm] = run
+        for seed in range(cfg.seeds):
+            run = Path(cfg.out) / arm_folder(arm, cfg.preset, seed)
+            status = arm_status(run, budget, seed)
+            if status != "done":  # the arm's lambda_mode last: it wins over one in train_args
+                cmd = [sys.executable, str(HERE / "train.py"), f"--mode={mode}",
+                       f"--preset={cfg.preset}", f"--max_flops={budget:g}", f"--out={run}",
+                       f"--seed={seed}", *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
+                       *([f"--keep_at={','.join(map(str, cfg.curve))}"] if cfg.curve and not seed
+                         else []),
+                       *shlex.split(cfg.train_args),
+                       *([f"--lambda_mode={lambda_mode}"] if lambda_mode else []),
+                       *(["--resume"] if status == "unfinished" else [])]
+                print(f"paper: training {arm} seed {seed} ({status}): {shlex.join(cmd)}",
+                      file=sys.stderr, flush=True)
+                code = subprocess.run(cmd).returncode
+                if code != 0:
+                    errors[f"train {run.name}"] = f"train.py exited with status {code}; see " \
+                                                  "above, then re-run to resume it"
+                    continue
+            finished[run.name] = run
     return finished
 
 
+def arm_of(cfg: PaperConfig, name: str) -> str:
+    """The arm a run folder name belongs to."""
+    return next(a for a in cfg.arms for s in range(cfg.seeds)
+                if arm_folder(a, cfg.preset, s) == name)
+
+
+CURVE_TASKS = ("sst2", "stsb")
+
+
 def probe_jobs(cfg: PaperConfig, runs: list[Path]) -> list[tuple]:
-    """(ckpt, result folder, JSON name stems) of every arm and baseline."""
-    jobs = [(str(run / "ckpt.pt"), run / "probe", cfg.pools) for run in runs]
+    """(ckpt, result folder, JSON name stems, tasks or None for all) of every arm, baseline and
+    learning-curve checkpoint."""
+    jobs = [(str(run / "ckpt.pt"), run / "probe", cfg.pools, None) for run in runs]
     if "random" in cfg.baselines:
-        jobs.append(("random", Path(f"out/random-{cfg.preset}/probe"), cfg.pools))
-    jobs += [(b, Path("out/baselines/probe"), (b,)) for b in cfg.baselines if b in P.BASELINES]
+        jobs += [(ckpt, Path(f"out/{folder}/probe"), cfg.pools, None) for ckpt, folder in
+                 (random_name(cfg.preset, s) for s in range(cfg.seeds))]
+    jobs += [(b, Path("out/baselines/probe"), (b,), None) for b in cfg.baselines
+             if b in P.BASELINES]
+    jobs += [(str(path), path.parent / f"curve-{f:g}", ("mean",), CURVE_TASKS)
+             for f, path in curve_points(cfg, runs)]
     return jobs
+
+
+def curve_points(cfg: PaperConfig, runs: list[Path]) -> list[tuple]:
+    """(fraction, checkpoint) kept by seed 0 of each arm (train.py --keep_at)."""
+    return [(f, run / f"ckpt-f{f:g}.pt") for run in runs for f in cfg.curve
+            if (run / f"ckpt-f{f:g}.pt").exists()]
 
 
 def probe_all(cfg: PaperConfig, runs: list[Path], tasks: list, errors: dict):
     """Run every probe the paper uses whose result is missing or was made with other settings
     (the shared random and baseline folders included)."""
-    for ckpt, folder, stems in probe_jobs(cfg, runs):
-        for task in tasks:
+    like = str(runs[0] / "ckpt.pt") if runs else ""  # the random encoders' architecture
+    for ckpt, folder, stems, only in probe_jobs(cfg, runs):
+        for task in [t for t in tasks if only is None or t in only]:
             pcfg = P.ProbeConfig(task=(task,), ckpt=ckpt, pool=tuple(stems) if ckpt not in
-                                 P.BASELINES else ("mean",), preset=cfg.preset, out=str(folder))
+                                 P.BASELINES else ("mean",), preset=cfg.preset, out=str(folder),
+                                 random_like=like if ckpt.startswith("random") else "")
             try:
                 P.run_probe(data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0], reuse=True)
             except UserError as e:
@@ -170,9 +212,13 @@ def probe_all(cfg: PaperConfig, runs: list[Path], tasks: list, errors: dict):
 
 def analysis_config(cfg: PaperConfig, runs: list[Path], tasks: list) -> A.AnalyzeConfig:
     return A.AnalyzeConfig(runs=tuple(str(r) for r in runs), tasks=tuple(tasks), pools=cfg.pools,
-                           random="random" in cfg.baselines, preset=cfg.preset, n=cfg.n,
+                           random="random" in cfg.baselines, random_seeds=cfg.seeds,
+                           preset=cfg.preset, n=cfg.n,
                            probe_args=cfg.probe_args, bootstrap=cfg.bootstrap,
-                           permutations=cfg.permutations, compare=cfg.compare,
+                           permutations=cfg.permutations,
+                           compare=cfg.compare or default_compare(
+                               cfg, dict.fromkeys(arm_of(cfg, r.name) for r in runs) if runs
+                               else cfg.arms),
                            correction=cfg.correction, out=str(Path(cfg.out) / "analysis"))
 
 
@@ -254,35 +300,6 @@ def trajectory(runs: dict, points: int = 10) -> list[str]:
     return lines
 
 
-def lambda_figures(runs: dict, out: Path) -> Path | None:
-    """lambda, L_JEPA and L_MLM against training FLOPs for every arm that logs them -> the PNG;
-    None when matplotlib is missing (it is optional)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for i, run in enumerate(runs.values()):  # one colour per arm in every panel
-        log = read_log(run)
-        for ax, key in zip(axes, ("lam", "loss_jepa", "loss_mlm")):
-            if key in log[-1] and (key != "lam" or "loss_jepa" in log[-1] and "loss_mlm" in
-                                   log[-1]):
-                ax.plot([r["flops"] for r in log], [r[key] for r in log], color=f"C{i}",
-                        label=run.name)
-    for ax, title in zip(axes, ("lambda (L_JEPA's share of the loss weights)", "L_JEPA",
-                                "L_MLM")):
-        ax.set(title=title, xlabel="training FLOPs")
-        ax.legend(fontsize=7)
-    axes[1].set_yscale("log")  # 1 - cos spans orders of magnitude (0.005-1 on tiny)
-    fig.tight_layout()
-    path = out / "lambda.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def pair_columns(analysis: dict | None) -> list[str]:
     """Column names of every comparison of the analysis: difference [CI], raw and adjusted p."""
     return [c for p in (analysis or {}).get("pairs", [])
@@ -299,19 +316,63 @@ def pair_cells(analysis: dict, task: str, pool: str, metric: str) -> list[str]:
     return out
 
 
-def cell(analysis: dict, task: str, pool: str, model: str, metric: str) -> str:
-    for c in analysis["cells"]:
-        if (c["task"], c["pool"], c["model"]) == (task, pool, model):
-            return T.with_ci(c["metrics"].get(metric))
-    return "-"
+def cell(analysis: dict, task: str, pool: str, models: list, metric: str) -> str:
+    """One model's value [95% CI]; several (an arm's seeds): mean ± sd over them (n)."""
+    got = [c["metrics"].get(metric) for c in analysis["cells"]
+           if (c["task"], c["pool"]) == (task, pool) and c["model"] in models]
+    values = [m["value"] for m in got if m and m.get("value") is not None]
+    if len(models) == 1:
+        return T.with_ci(got[0]) if got else "-"
+    if not values:
+        return "-"
+    return f"{T.fmt(np.mean(values))} ± {T.fmt(np.std(values, ddof=1))} ({len(values)})"
+
+
+def learning_curve(cfg: PaperConfig, runs: dict, analysis: dict | None) -> tuple[list, dict]:
+    """Seed 0 of each arm at its kept fractions and at the end: tokens, and the mean-pooling
+    probe score of each CURVE_TASK -> (table lines, {arm: [(fraction, {task: score})]})."""
+    points = {}
+    for name, run in runs.items():
+        if name != arm_folder(arm_of(cfg, name), cfg.preset):
+            continue  # seed 0 only
+        conf, log = json.loads((run / "config.json").read_text()), read_log(run)
+        for f in (*cfg.curve, 1.0):
+            folder = run / "probe" if f == 1.0 else run / f"curve-{f:g}"
+            scores = {t: json.loads(p.read_text())["metrics"][A.PRIMARY[t]]
+                      for t in CURVE_TASKS if (p := folder / f"{t}-mean.json").exists()}
+            if scores:
+                step = max(1, round(f * conf["planned_steps"]))
+                rec = min(log, key=lambda r: abs(r["step"] - step))
+                points.setdefault(name, []).append((f, rec["tokens"], scores, folder))
+    if not points:
+        return [], {}
+    lines = ["", "## Learning curve", "",
+             f"Seed 0 of each arm, probed at the checkpoints train.py --keep_at kept at "
+             f"{', '.join(f'{f:g}' for f in cfg.curve)} of its run and at its end: "
+             f"{', '.join(CURVE_TASKS)} with mean pooling (percent; <task>-mean.json in the "
+             "folder named). Random: the random-weight encoders' mean over their inits.", "",
+             *T.table_head(["arm", "fraction", "tokens", *CURVE_TASKS, "source"])]
+    for name, pts in points.items():
+        for f, tokens, scores, folder in pts:
+            lines.append(f"| {name} | {f:g} | {tokens:,} | " + " | ".join(
+                T.fmt(scores.get(t)) for t in CURVE_TASKS) + f" | {folder} |")
+    if analysis:
+        randoms = [m["name"] for m in analysis["models"] if m["method"] == "random"]
+        lines.append("| random | - | 0 | " + " | ".join(
+            cell(analysis, t, "mean", randoms, "semantic_probe") for t in CURVE_TASKS
+            if t in analysis["tasks"]) + " | analysis/analysis.json |")
+    return lines, points
 
 
 def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: dict,
            analysis: dict | None) -> str:
-    models = {run.name: arm for arm, run in runs.items()}
+    models = {name: arm_of(cfg, name) for name in runs}
     if "random" in cfg.baselines:
-        models[f"random-{cfg.preset}"] = "random"
-    names = list(models)
+        models.update({random_name(cfg.preset, s)[1]: "random" for s in range(cfg.seeds)})
+    groups = {}  # an arm (or random) -> its runs: one column, mean ± sd over its seeds
+    for name, arm in models.items():
+        groups.setdefault(arm, []).append(name)
+    names = list(groups)
     lines = [f"# Predict and Reconstruct at preset {cfg.preset}", "",
              "Generated by paper.py. Every number of ours is read from the JSON or log file "
              "named next to it; the original's numbers are quoted with their source file.", "",
@@ -326,7 +387,8 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     lines += ["", "## Pre-training at equal compute", "",
               *T.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
                              "lambda_mode", "lambda along training", "final loss", "source"])]
-    for arm, run in runs.items():
+    for name, run in runs.items():
+        arm = arm_of(cfg, name)
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
         last = log[-1]
         hybrid = parse_arm(arm)[0] == "hybrid"  # the others log a constant lambda
@@ -338,12 +400,18 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
                      f"{conf['config']['lambda_mode'] if hybrid else '-'} | {lam} | "
                      f"{last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
     lines += trajectory(runs)
-    figure = lambda_figures(runs, Path(cfg.out))
-    lines += ["", f"Figure: {figure} (lambda and both losses against training FLOPs)." if figure
-              else "No lambda figure: matplotlib is not installed (pip install matplotlib)."]
+    curve, points = learning_curve(cfg, runs, analysis)
+    figs = G.paper_figures({n: read_log(r) for n, r in runs.items()}, points, analysis, groups,
+                           Path(cfg.out))
+    lines += ["", "Figures (matplotlib; `make paper` installs it from requirements-paper.txt):"
+              if figs is not None else "No figures: matplotlib is not installed "
+              "(pip install -r requirements-paper.txt)."]
+    lines += [f"\n![{what}]({file})" for file, what in (figs or {}).items()]
+    lines += curve
     folders = ", ".join(m["probe_dir"] for m in analysis["models"]) if analysis else "-"
     lines += ["", "## Linear probes next to the original", "",
-              "Percent; ours: mean [95% bootstrap CI] on the full dev split, read from probe.py's "
+              "Percent; ours: mean [95% bootstrap CI] on the full dev split (an arm with several "
+              "seeds: mean ± sd over its seeds (n)), read from probe.py's "
               f"<task>-<pool>.json in {folders} and <task>-majority.json, <task>-bow.json in "
               "out/baselines/probe. The original does not say which pooling its table used. "
               "Trained poolers (weighted, attention) are fitted on a seeded subset of train when "
@@ -356,15 +424,14 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     for task in cfg.tasks:  # the original's rows even for tasks we could not run
         for t, metric, hyb, mlm, source, note in ORIGINAL_PROBES:
             if t == task:
-                published = [{"hybrid": str(hyb), "mlm": str(mlm)}.get(models[n], "")
-                             for n in names]
+                published = [{"hybrid": str(hyb), "mlm": str(mlm)}.get(n, "") for n in names]
                 lines.append(f"| {task} | {metric} | original: {source}"
                              f"{'; ' + note if note else ''} | - | " + " | ".join(published)
                              + " | |" + " |" * (len(pair_columns(analysis)) + 1))
         if analysis and task in analysis["tasks"]:
             base = analysis["baselines"][task]
             for pool in cfg.pools:
-                ours = [cell(analysis, task, pool, n, "semantic_probe") for n in names]
+                ours = [cell(analysis, task, pool, groups[n], "semantic_probe") for n in names]
                 ours += [T.with_ci(base["majority"]), T.with_ci(base["bow"])]
                 ours += pair_cells(analysis, task, pool, "semantic_probe")
                 lines.append(f"| {task} | {A.PRIMARY[task]} | ours | {pool} | " + " | ".join(ours)
@@ -380,7 +447,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
         for t, p in dict.fromkeys((c["task"], c["pool"]) for c in analysis["cells"]):
             h, m = orig.get((t, p), ("-", "-"))
             lines.append(f"| {t} | {p} | {h} | {m} | " + " | ".join(
-                [cell(analysis, t, p, n, "uniformity") for n in names]
+                [cell(analysis, t, p, groups[n], "uniformity") for n in names]
                 + pair_cells(analysis, t, p, "uniformity")) + " |")
         lines += ["", "## Every metric, compared", "",
                   "From analysis/analysis.json (`consistency`). Tests (p: raw; p adj: corrected):",
@@ -403,10 +470,25 @@ def check_compare(cfg: PaperConfig):
     checked before hours of training."""
     acfg = analysis_config(cfg, [], list(cfg.tasks))
     A.check(acfg)
-    models = [dict(name=arm_folder(a, cfg.preset), method=A.method(dict(
-        mode=parse_arm(a)[0], lambda_mode=parse_arm(a)[1] or "learned"))) for a in cfg.arms]
-    models += [dict(name=f"random-{cfg.preset}", method="random")] * ("random" in cfg.baselines)
+    models = [dict(name=arm_folder(a, cfg.preset, s), method=arm_method(a)) for a in cfg.arms
+              for s in range(cfg.seeds)]
+    models += [dict(name=random_name(cfg.preset, s)[1], method="random")
+               for s in range(cfg.seeds) if "random" in cfg.baselines]
     A.resolve_pairs(acfg, models)
+
+
+def arm_method(arm: str) -> str:
+    """analyze.py's method name of an arm (what its seeds are runs of)."""
+    mode, lambda_mode = parse_arm(arm)
+    return A.method(dict(mode=mode, lambda_mode=lambda_mode or "learned"))
+
+
+def default_compare(cfg: PaperConfig, arms) -> tuple[str, ...]:
+    """--compare when none is given: every hybrid method vs MLM, then every arm's method vs the
+    random-weight encoders (does it beat them?), over the arms given (those that trained)."""
+    methods = list(dict.fromkeys(map(arm_method, arms)))
+    pairs = [f"{m}/mlm" for m in methods if m.startswith("hybrid") and "mlm" in methods]
+    return tuple(pairs + [f"{m}/random" for m in methods if "random" in cfg.baselines])
 
 
 def available(tasks) -> tuple[list, dict]:
@@ -434,6 +516,9 @@ def main(argv):
     bad = [b for b in cfg.baselines if b not in ("random", *P.BASELINES)]
     if bad:
         raise UserError(f"--baselines={','.join(bad)}: expected some of random, majority, bow")
+    if cfg.seeds < 1 or not all(0 < f < 1 for f in cfg.curve):
+        raise UserError(f"--seeds={cfg.seeds} --curve={','.join(map(str, cfg.curve))}: expected "
+                        "seeds >= 1 and curve fractions strictly between 0 and 1")
     check_compare(cfg)
     t0, errors = time.time(), {}
     tasks, skipped = available(cfg.tasks)

@@ -32,14 +32,16 @@ import data
 import provenance as R
 import stats as S
 from data import UserError
-from features import (BASELINES, MAX_LEN, Source, bow_parts, cached, featurize, fixed_part,
-                      open_source, token_part, vectors)
+from features import (BASELINES, MAX_LEN, Source, bow_parts, featurize, fixed_part, open_source,
+                      split_features, token_part, vectors)
 
 
 @dataclass
 class ProbeConfig:
     task: tuple[str, ...] = ("sst2",)       # sst2 mrpc qqp mnli cola stsb, or all
-    ckpt: str = "out/hybrid-tiny/ckpt.pt"   # a checkpoint, or random | majority | bow
+    ckpt: str = "out/hybrid-tiny/ckpt.pt"   # a checkpoint, or random[:<seed>] | majority | bow
+    random_like: str = ""                   # --ckpt=random: copy this checkpoint's architecture
+                                            # and tokenizer (default: the preset's)
     pool: tuple[str, ...] = ("mean",)       # mean max weighted attention, or all
     encoder: str = "online"                 # online | target (the EMA copy: hybrid, jepa runs)
     preset: str = "tiny"                    # architecture of --ckpt=random (train.py's presets)
@@ -247,7 +249,8 @@ def cosine(u, v) -> np.ndarray:
 # A result is reused (by analyze.py and paper.py) only when every setting that made it matches.
 
 CODE = ("probe.py", "features.py", "stats.py", "provenance.py", "model.py", "data.py")
-NOT_SETTINGS = ("task", "pool", "ckpt", "out", "json", "device")  # identity, or in Source
+NOT_SETTINGS = ("task", "pool", "ckpt", "random_like", "out", "json", "device")  # identity,
+# or in Source (its key)
 BASELINE_IGNORES = ("encoder", "preset", "pooler_cap", "batch_size")  # no encoder, no pooler
 
 
@@ -286,27 +289,55 @@ def load_splits(task: str) -> dict:
     return splits
 
 
-def train_subset(cfg: ProbeConfig, pool: str, train: list):
-    """(examples, cap or None): --max_train, else for trained poolers --pooler_cap, because their
-    token states are held in memory."""
+def subset_rows(cfg: ProbeConfig, pool: str, n: int):
+    """(sorted rows, cap) of the train examples a pooling is fitted on, or (None, None) for all:
+    --max_train, else for trained poolers --pooler_cap, because their token states are held in
+    memory."""
     cap = cfg.max_train or (cfg.pooler_cap if pool in TRAINED_POOLS else 0)
-    if not cap or cap >= len(train):
-        return train, None
-    keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(train))[:cap])
-    return [train[i] for i in keep], cap
+    if not cap or cap >= n:
+        return None, None
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:cap]), cap
 
 
-def build_parts(cfg, source: Source, task: str, splits: dict, pool: str, cap) -> dict:
+def train_subset(cfg: ProbeConfig, pool: str, train: list):
+    """(examples, cap or None) of subset_rows."""
+    rows, cap = subset_rows(cfg, pool, len(train))
+    return (train, None) if rows is None else ([train[i] for i in rows], cap)
+
+
+def run_kinds(cfg: ProbeConfig, pool: str) -> list:
+    """The feature kinds every pooling of this probe run needs (one encoder pass makes them)."""
+    pools = POOLS if "all" in cfg.pool else [p for p in cfg.pool if p in POOLS]
+    return list(dict.fromkeys("tokens" if p in TRAINED_POOLS else p for p in [pool, *pools]))
+
+
+def build_parts(cfg, source: Source, task: str, splits: dict, pool: str) -> dict:
+    """The head's inputs of every split given (train: the whole split; the pooling's subset of
+    it is taken here), from features that one encoder pass per split makes for every pooling."""
     pair = data.TASKS[task].pair
     texts = {s: ([e.text_a for e in ex], [e.text_b for e in ex] if pair else None)
              for s, ex in splits.items()}
+    rows, cap = subset_rows(cfg, pool, len(splits.get("train", ())))
+
+    def sub(t):
+        return t if t is None or rows is None else [t[i] for i in rows]
+
     if source.kind == "bow":
+        if "train" in texts:
+            texts["train"] = tuple(map(sub, texts["train"]))
         return bow_parts(source.tok, texts, cfg.bow_vocab)
     kind = "tokens" if pool in TRAINED_POOLS else pool
-    parts = {}
+    kinds, parts = run_kinds(cfg, pool), {}
     for s, (a, b) in texts.items():
-        a, b = cached(cfg, source, task, f"train{cap}" if s == "train" and cap else s, kind, a, b)
-        parts[s] = token_part(a, b) if kind == "tokens" else fixed_part(a, b)
+        if s != "train":
+            feats = split_features(cfg, source, task, s, kinds, a, b)
+        elif cfg.max_train and cap:  # every pooling on the same subset
+            feats = split_features(cfg, source, task, f"train{cap}", kinds, sub(a), sub(b))
+        else:  # pooled vectors of all of train; token states of the poolers' subset only
+            tok_rows, tok_cap = subset_rows(cfg, TRAINED_POOLS[0], len(a))
+            feats = split_features(cfg, source, task, "train", kinds, a, b, tok_rows,
+                                   f"train{tok_cap}" if tok_cap else "")
+        parts[s] = token_part(*feats[kind]) if kind == "tokens" else fixed_part(*feats[kind])
     return parts
 
 
@@ -327,8 +358,7 @@ def probe_task(cfg: ProbeConfig, source: Source, task: str, pool: str, splits=No
         if source.kind == "bow":
             extra["note"] = (f"log(1 + count) of the {cfg.bow_vocab:,} most frequent train "
                              "tokens; pairs [a, b, |a-b|, a*b]")
-        parts = build_parts(cfg, source, task, {"train": train, **{s: splits[s] for s in gold}},
-                            pool, cap)
+        parts = build_parts(cfg, source, task, {s: splits[s] for s in ("train", *gold)}, pool)
         for seed in range(cfg.seeds):
             probe, score = select_and_fit(parts["train"], y, task, pool, seed, cfg)
             outputs.append({s: {"pred": predict(probe, parts[s])} for s in gold})
@@ -366,10 +396,10 @@ def embed(ckpt: str, task: str, split: str, pool: str, encoder: str = "online",
     source, splits = open_source(cfg), load_splits(task)
     if split not in splits:
         raise UserError(f"{task} has no split {split!r}; splits: {', '.join(splits)}")
-    train, cap = train_subset(cfg, pool, splits["train"])
+    train, _ = train_subset(cfg, pool, splits["train"])
     wanted = {split: train if split == "train" else splits[split]}
-    parts = build_parts(cfg, source, task, dict(wanted, train=train) if pool in TRAINED_POOLS
-                        else wanted, pool, cap)
+    parts = build_parts(cfg, source, task, dict({split: splits[split]}, train=splits["train"])
+                        if pool in TRAINED_POOLS else {split: splits[split]}, pool)
     param = None
     if pool in TRAINED_POOLS:
         param = select_and_fit(parts["train"], labels(train), task, pool, seed, cfg)[0]["param"]

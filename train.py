@@ -420,6 +420,7 @@ def main(argv):
                           step, total, pin=device.type == "cuda")
     t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
     t_ckpt, start_step, stopping, compile_info = time.perf_counter(), step, False, {}
+    keep = {max(1, round(f * total)): f for f in cfg.keep_at}  # step -> fraction
     compile_before = compile_counts()
     try:
         while step < total:
@@ -478,10 +479,13 @@ def main(argv):
                           f" | {tok_s:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
                           f"ETA {eta / 60:.1f}m", flush=True)
                 t_window, steps_window = time.perf_counter(), 0
-            if step % cfg.ckpt_every == 0 or step == total or stopping or ckpt_due:
+            if step % cfg.ckpt_every == 0 or step in (total, *keep) or stopping or ckpt_due:
                 check_finite()
                 checkpoint()
                 t_ckpt = time.perf_counter()
+                if step in keep and rank == 0:
+                    kept = out / f"ckpt-f{keep[step]:g}.pt"
+                    data.atomic_write(kept, lambda f: f.write((out / "ckpt.pt").read_bytes()))
             if stopping:  # a rank that got no signal itself stops as if by SIGTERM
                 sig = (stop_signal or [signal.SIGTERM])[0]
                 print(f"stopped by signal {sig} at step {step}; checkpoint written; continue "

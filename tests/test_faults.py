@@ -154,7 +154,8 @@ def test_two_probes_at_once_share_the_feature_cache_intact(probe_env):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert probe_results(outs[0][0]) == probe_results(outs[1][0])
     files = sorted((folder / "cache").glob("*"))
-    assert len(files) == 4 and all(f.suffix == ".pt" for f in files)  # no temp file left over
+    # (train, dev) x (mean, max, token states): one pass makes every kind; no temp file left over
+    assert len(files) == 6 and all(f.suffix == ".pt" for f in files)
     for f in files:  # each one whole: it loads, with both sentences of the pairs
         c = torch.load(f, weights_only=True)
         assert set(c) == {"tokenizer", "a", "b"} and len(c["a"]) == len(c["b"]) > 0

@@ -255,8 +255,10 @@ def test_the_lambda_figure_is_optional(tmp_path, monkeypatch):
     (run / "log.jsonl").write_text("".join(json.dumps(dict(
         step=s, flops=s * 1e9, lam=0.5 + s / 100, loss_jepa=1 / s, loss_mlm=9 - s / 10)) + "\n"
         for s in range(1, 11)))
+    logs, groups = {run.name: paper.read_log(run)}, {"hybrid": [run.name]}
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
-    assert paper.lambda_figures({"hybrid": run}, tmp_path) is None
+    assert paper.G.paper_figures(logs, {}, None, groups, tmp_path) is None
     monkeypatch.undo()
     pytest.importorskip("matplotlib")
-    assert paper.lambda_figures({"hybrid": run}, tmp_path).stat().st_size > 0
+    assert list(paper.G.paper_figures(logs, {}, None, groups, tmp_path)) == ["lambda.png"]
+    assert (tmp_path / "lambda.png").stat().st_size > 0

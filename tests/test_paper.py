@@ -75,10 +75,10 @@ def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeyp
     def hybrid_crashes(cmd, **k):
         return subprocess.CompletedProcess(cmd, 1) if "--mode=hybrid" in cmd else real(cmd, **k)
     monkeypatch.setattr(paper.subprocess, "run", hybrid_crashes)
-    with pytest.raises(paper.UserError, match=r"^1 stage\(s\) failed: train hybrid; re-run"):
+    with pytest.raises(paper.UserError, match=r"^1 stage\(s\) failed: train hybrid-tiny; re-run"):
         paper.main(flags)
     report = (tmp_path / "out/paper/report.md").read_text()
-    assert "**failed** train hybrid: train.py exited with status 1" in report
+    assert "**failed** train hybrid-tiny: train.py exited with status 1" in report
     assert "| mlm-tiny | " in report and "| hybrid-tiny | " not in report
     assert (tmp_path / "out/paper/mlm-tiny/probe/sst2-attention.json").exists()
 
@@ -103,3 +103,33 @@ def test_wall_time_adds_the_segments_of_a_resumed_run():
 def test_bad_flags_are_user_errors(flags, extra, message):
     with pytest.raises(paper.UserError, match=message):
         paper.main(flags + extra)
+
+
+def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, tmp_path):
+    """--seeds=2: two resumable run folders per arm (train.py --seed=0, 1), two random inits,
+    the analysis compares the arms over seeds (Welch, the seed as unit), seed 0 keeps and
+    probes the learning-curve checkpoints, and the report shows mean ± sd per arm."""
+    flags = [f for f in flags if not f.startswith(("--baselines", "--tasks", "--pools"))]
+    assert paper.main([*flags, "--seeds=2", "--curve=0.5", "--baselines=random,majority",
+                       "--tasks=sst2", "--pools=mean"]) == 0
+    out = tmp_path / "out/paper"
+    for arm in ("hybrid", "mlm"):
+        for seed, name in ((0, f"{arm}-tiny"), (1, f"{arm}-tiny-s1")):
+            conf = json.loads((out / name / "config.json").read_text())["config"]
+            assert conf["seed"] == seed and (out / name / "probe/sst2-mean.json").exists()
+        assert (out / f"{arm}-tiny/ckpt-f0.5.pt").exists()  # seed 0 only
+        assert not (out / f"{arm}-tiny-s1/ckpt-f0.5.pt").exists()
+        assert (out / f"{arm}-tiny/curve-0.5/sst2-mean.json").exists()
+    a, b = (tmp_path / f"out/random-tiny{s}/probe/sst2-mean.json" for s in ("", "-s1"))
+    assert json.loads(a.read_text())["metrics"] != json.loads(b.read_text())["metrics"]
+    analysis = json.loads((out / "analysis/analysis.json").read_text())
+    assert [(p["a"], p["b"]) for p in analysis["pairs"]] == [
+        (["hybrid-tiny", "hybrid-tiny-s1"], ["mlm-tiny", "mlm-tiny-s1"]),
+        (["hybrid-tiny", "hybrid-tiny-s1"], ["random-tiny", "random-tiny-s1"]),
+        (["mlm-tiny", "mlm-tiny-s1"], ["random-tiny", "random-tiny-s1"])]
+    probe = [c for c in analysis["comparisons"] if c["metric"] == "semantic_probe"]
+    assert probe and all(c["test"] == "welch" for c in probe)
+    report = (out / "report.md").read_text()
+    assert "## Learning curve" in report and "| hybrid-tiny | 0.5 |" in report
+    row = next(line for line in report.splitlines() if line.startswith("| sst2 | acc | ours"))
+    assert row.count(" ± ") == 3  # hybrid, mlm, random: mean ± sd over 2 seeds

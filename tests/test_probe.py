@@ -216,7 +216,23 @@ def test_cache_hit_avoids_reencoding(fake, monkeypatch, capsys):
     first = len(calls)
     run(argv, capsys)
     assert first > 0 and len(calls) == first
-    assert len(list((fake.parent / "probe" / "cache").glob("*.pt"))) == 4  # (train, dev) x 2
+    # (train, dev) x (mean, max, the weighted pooler's token states): one pass makes all three
+    assert len(list((fake.parent / "probe" / "cache").glob("*.pt"))) == 6
+
+
+def test_one_encoder_pass_per_split_serves_every_pooling(fake, monkeypatch, capsys, tmp_path):
+    """--pool=all encodes each split exactly as often as --pool=mean does: once."""
+    calls = []
+    forward = M.Encoder.forward
+    monkeypatch.setattr(M.Encoder, "forward", lambda self, *a, **k: calls.append(a[0].shape) or
+                        forward(self, *a, **k))
+    run(["--task=mrpc", f"--ckpt={fake}", "--pool=mean", f"--out={tmp_path / 'a'}"] + FAST, capsys)
+    mean_only = list(calls)
+    calls.clear()
+    run(["--task=mrpc", f"--ckpt={fake}", "--pool=all", f"--out={tmp_path / 'b'}"] + FAST, capsys)
+    assert mean_only and calls == mean_only  # the same batches, in the same order
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "b").glob("mrpc-*.json")}
+    assert set(results) == {f"mrpc-{p}" for p in P.POOLS}
 
 
 def test_the_cache_keeps_features_of_another_dtype_apart(fake, capsys):
@@ -230,7 +246,8 @@ def test_the_cache_keeps_features_of_another_dtype_apart(fake, capsys):
     assert set((fake.parent / "probe" / "cache").glob("*.pt")) == before  # a hit
     source.dtype = "float16"
     Fe.cached(cfg, source, "sst2", "dev", "mean", texts, None)
-    assert len(set((fake.parent / "probe" / "cache").glob("*.pt")) - before) == 1
+    new = set((fake.parent / "probe" / "cache").glob("*.pt")) - before
+    assert sorted(p.name.split("-")[2] for p in new) == ["max", "mean"]  # one pass, both kinds
 
 
 def test_a_result_made_with_other_settings_is_not_reused_and_says_why(fake, capsys):
