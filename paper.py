@@ -47,7 +47,7 @@ class PaperConfig:
     arms: tuple[str, ...] = ("hybrid", "mlm")   # modes, or hybrid:<lambda_mode> (hybrid:balanced)
     seeds: int = 1                  # pre-training seeds per arm (train.py --seed=0..N-1), and as
                                     # many random-weight inits
-    curve: tuple[float, ...] = (0.125, 0.25, 0.5)  # learning curve: seed 0 of each arm keeps
+    curve: tuple[float, ...] = (0.25, 0.5)  # learning curve: seed 0 of each arm keeps
                                     # checkpoints at these fractions of its run (train.py
                                     # --keep_at), probed on CURVE_TASKS with mean pooling
     corpus: str = ""                # train.py --corpus; empty = the preset's
@@ -65,9 +65,9 @@ class PaperConfig:
     out: str = "out/paper"
 
 
-# tiny: 13-22 min per arm on a 2-core CPU (MLM 112 GFLOPs/step at 0.6-1 s/step -> 1,340 steps;
-# hybrid 188 GFLOPs/step -> 800 steps); probes and analysis take about 25 more: 90 in all.
-BUDGETS = {"tiny": 1.5e14}
+# tiny: ~7 min per arm and seed on a 2-core CPU (the recipe search's budget,
+# results/recipe-search); wall times of a whole study in results/tiny-cpu.
+BUDGETS = {"tiny": 5e13}
 # The original's published numbers (hybrid, MLM), quoted from the files named in `source`.
 README = "../shared/seeds/000_46df8af9111881c7.txt (the original README)"
 ABSTRACT = "../shared/seeds/001_7a464a4681f30c4f.txt (the arXiv abstract)"
@@ -238,68 +238,6 @@ def wall_time(log: list[dict]) -> float:
     return total + last
 
 
-TRAJECTORY = ("loss", "loss_mlm", "loss_jepa", "lam", "lam_rel", "jepa_share", "rankme",
-              "feat_std")
-
-
-def with_share(rec: dict) -> dict:
-    """The record plus jepa_share, L_JEPA's part of the weighted loss: lam L_J / (lam L_J +
-    (1 - lam) L_M), lam being L_JEPA's share of the raw-loss weights in every lambda_mode."""
-    if {"lam", "loss_jepa", "loss_mlm"} <= set(rec):
-        jepa, mlm = rec["lam"] * rec["loss_jepa"], (1 - rec["lam"]) * rec["loss_mlm"]
-        rec = dict(rec, jepa_share=jepa / (jepa + mlm) if jepa + mlm > 0 else 0.0)
-    return rec
-
-
-def evenly(log: list[dict], points: int) -> list[dict]:
-    """~`points` records at evenly spaced positions of the log, its first and last included."""
-    return [log[i] for i in sorted({round(i * (len(log) - 1) / (points - 1))
-                                    for i in range(points)})]
-
-
-def lam_path(log: list[dict], key: str = "lam", points: int = 5) -> str:
-    """A hybrid arm's lambda along training, e.g. 0.500 → 0.547 → 0.612."""
-    return " → ".join(f"{rec[key]:.3f}" for rec in evenly(log, points))
-
-
-def trajectory(runs: dict, points: int = 10) -> list[str]:
-    """Each arm's logged losses, lambda and collapse signals at ~`points` evenly spaced steps,
-    then lambda and both losses of every arm side by side at the same training FLOPs."""
-    lines = ["", "## Along training", "",
-             "From each run's log.jsonl. lam: L_JEPA's share of the raw-loss weights (the "
-             "uncertainty mode: of the two precisions; balanced: of lam_rel / L_J(0) and "
-             "(1 - lam_rel) / L_M(0)); lam_rel: the balanced mode's learned weight on the common "
-             "scale L / L(0); jepa_share: L_JEPA's part of the weighted loss, lam L_J / (lam L_J "
-             "+ (1 - lam) L_M); rankme, feat_std: collapse signals, the RankMe and mean "
-             "per-dimension std of the layer-normed token features of 8 clean rows from the "
-             "target encoder (the online one for MLM); a collapsed encoder has both near their "
-             "minimum.", "",
-             *T.table_head(["arm", "step", *TRAJECTORY])]
-    for run in runs.values():  # steps that have the collapse signals (every --collapse_every)
-        log = read_log(run)
-        log = [r for r in log if "rankme" in r] or log
-        for rec in map(with_share, evenly(log, points)):
-            lines.append(f"| {run.name} | {rec['step']:,} | " + " | ".join(
-                f"{rec[k]:.4f}" if k in rec else "-" for k in TRAJECTORY) + " |")
-    logs = {run.name: read_log(run) for run in runs.values()}
-    budget = max(log[-1]["flops"] for log in logs.values())
-    for key, what in (("lam", "lam"), ("loss_jepa", "L_JEPA"), ("loss_mlm", "L_MLM")):
-        named = [n for n, log in logs.items() if key in log[-1]
-                 and (key != "lam" or {"loss_jepa", "loss_mlm"} <= set(log[-1]))]
-        if not named:
-            continue
-        lines += ["", f"{what} of every arm that has it, at the logged step nearest to each "
-                  "tenth of the training FLOPs:", "", *T.table_head(["FLOPs", *named])]
-        shown = []
-        for i in range(11):
-            at = i * budget / 10
-            near = [min(logs[n], key=lambda r: abs(r["flops"] - at)) for n in named]
-            if near != shown:  # a short log has fewer records than tenths: no repeated rows
-                lines.append(f"| {at:.2e} | " + " | ".join(f"{r[key]:.4f}" for r in near) + " |")
-            shown = near
-    return lines
-
-
 def pair_columns(analysis: dict | None) -> list[str]:
     """Column names of every comparison of the analysis: difference [CI], raw and adjusted p."""
     return [c for p in (analysis or {}).get("pairs", [])
@@ -392,14 +330,14 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
         last = log[-1]
         hybrid = parse_arm(arm)[0] == "hybrid"  # the others log a constant lambda
-        lam = lam_path(log) if hybrid else "-"
+        lam = T.lam_path(log) if hybrid else "-"
         if hybrid and "lam_rel" in last:
-            lam += f" (lam_rel {lam_path(log, 'lam_rel')})"
+            lam += f" (lam_rel {T.lam_path(log, 'lam_rel')})"
         lines.append(f"| {run.name} | {last['step']:,} ({conf['planned_steps']:,}) | "
                      f"{last['flops']:.3e} | {last['tokens']:,} | {wall_time(log) / 60:.1f} min | "
                      f"{conf['config']['lambda_mode'] if hybrid else '-'} | {lam} | "
                      f"{last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
-    lines += trajectory(runs)
+    lines += T.trajectory({name: read_log(run) for name, run in runs.items()})
     curve, points = learning_curve(cfg, runs, analysis)
     figs = G.paper_figures({n: read_log(r) for n, r in runs.items()}, points, analysis, groups,
                            Path(cfg.out))

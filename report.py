@@ -1,6 +1,7 @@
 """The markdown of the reports: number formats, table headers, the per-metric consistency
 table, each test's null in one sentence, and analyze.py's report.md, written from analysis.json
-alone. paper.py's report uses the same pieces.
+alone. paper.py's report uses the same pieces, and its "Along training" tables from the runs'
+logs.
 """
 import stats as S
 
@@ -111,3 +112,65 @@ def analysis_report(r: dict, figures: list | None) -> str:
         "Figures skipped: " + ("matplotlib is not installed (pip install matplotlib)."
                                if figures is None else "--figures=false.")])
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- paper.py's logs
+
+TRAJECTORY = ("loss", "loss_mlm", "loss_jepa", "lam", "lam_rel", "jepa_share", "rankme",
+              "feat_std")
+
+
+def with_share(rec: dict) -> dict:
+    """The record plus jepa_share, L_JEPA's part of the weighted loss: lam L_J / (lam L_J +
+    (1 - lam) L_M), lam being L_JEPA's share of the raw-loss weights in every lambda_mode."""
+    if {"lam", "loss_jepa", "loss_mlm"} <= set(rec):
+        jepa, mlm = rec["lam"] * rec["loss_jepa"], (1 - rec["lam"]) * rec["loss_mlm"]
+        rec = dict(rec, jepa_share=jepa / (jepa + mlm) if jepa + mlm > 0 else 0.0)
+    return rec
+
+
+def evenly(log: list[dict], points: int) -> list[dict]:
+    """~`points` records at evenly spaced positions of the log, its first and last included."""
+    return [log[i] for i in sorted({round(i * (len(log) - 1) / (points - 1))
+                                    for i in range(points)})]
+
+
+def lam_path(log: list[dict], key: str = "lam", points: int = 5) -> str:
+    """A hybrid arm's lambda along training, e.g. 0.500 → 0.547 → 0.612."""
+    return " → ".join(f"{rec[key]:.3f}" for rec in evenly(log, points))
+
+
+def trajectory(logs: dict, points: int = 10) -> list[str]:
+    """Each arm's logged losses, lambda and collapse signals at ~`points` evenly spaced steps,
+    then lambda and both losses of every arm side by side at the same training FLOPs."""
+    lines = ["", "## Along training", "",
+             "From each run's log.jsonl. lam: L_JEPA's share of the raw-loss weights (the "
+             "uncertainty mode: of the two precisions; balanced: of lam_rel / L_J(0) and "
+             "(1 - lam_rel) / L_M(0)); lam_rel: the balanced mode's learned weight on the common "
+             "scale L / L(0); jepa_share: L_JEPA's part of the weighted loss, lam L_J / (lam L_J "
+             "+ (1 - lam) L_M); rankme, feat_std: collapse signals, the RankMe and mean "
+             "per-dimension std of the layer-normed token features of 8 clean rows from the "
+             "target encoder (the online one for MLM); a collapsed encoder has both near their "
+             "minimum.", "",
+             *table_head(["arm", "step", *TRAJECTORY])]
+    for name, log in logs.items():  # steps that have the collapse signals (--collapse_every)
+        log = [r for r in log if "rankme" in r] or log
+        for rec in map(with_share, evenly(log, points)):
+            lines.append(f"| {name} | {rec['step']:,} | " + " | ".join(
+                f"{rec[k]:.4f}" if k in rec else "-" for k in TRAJECTORY) + " |")
+    budget = max(log[-1]["flops"] for log in logs.values())
+    for key, what in (("lam", "lam"), ("loss_jepa", "L_JEPA"), ("loss_mlm", "L_MLM")):
+        named = [n for n, log in logs.items() if key in log[-1]
+                 and (key != "lam" or {"loss_jepa", "loss_mlm"} <= set(log[-1]))]
+        if not named:
+            continue
+        lines += ["", f"{what} of every arm that has it, at the logged step nearest to each "
+                  "tenth of the training FLOPs:", "", *table_head(["FLOPs", *named])]
+        shown = []
+        for i in range(11):
+            at = i * budget / 10
+            near = [min(logs[n], key=lambda r: abs(r["flops"] - at)) for n in named]
+            if near != shown:  # a short log has fewer records than tenths: no repeated rows
+                lines.append(f"| {at:.2e} | " + " | ".join(f"{r[key]:.4f}" for r in near) + " |")
+            shown = near
+    return lines

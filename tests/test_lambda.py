@@ -220,10 +220,10 @@ def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path):  # noqa: F811
     log = read_log(out / "hybrid-balanced-tiny")
     report = (out / "report.md").read_text()
     assert f"| hybrid-balanced-tiny | {log[-1]['step']:,} |" in report  # the trajectory table
-    path = paper.lam_path(log).split(" → ")
+    path = paper.T.lam_path(log).split(" → ")
     assert len(path) == min(5, len(log)) and path[0] == f"{log[0]['lam']:.3f}" and path[-1] == \
         f"{log[-1]['lam']:.3f}"
-    assert f"| balanced | {paper.lam_path(log)} (lam_rel " in report  # the pre-training table
+    assert f"| balanced | {paper.T.lam_path(log)} (lam_rel " in report  # the pre-training table
     assert "| FLOPs | hybrid-tiny | hybrid-balanced-tiny |" in report  # lambda side by side
     names = [m["name"] for m in json.loads((out / "analysis/analysis.json").read_text())["models"]]
     assert {"hybrid-tiny", "hybrid-balanced-tiny"} <= set(names), "distinct models"
