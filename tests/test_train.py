@@ -395,13 +395,13 @@ def test_checkpoints_can_be_paced_in_minutes(run_train):
 
 def test_offline_without_the_presets_corpus_the_error_names_one_that_is_here(tmp_path,
                                                                                monkeypatch):
-    (tmp_path / data.ENWIKI).mkdir(parents=True)  # enwiki is here, wikitext-2 is not
+    (tmp_path / data.ENWIKI).mkdir(parents=True)  # enwiki is here, wikitext-103 is not
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
 
     def offline(url, path, sha256):
         raise UserError(f"could not download {url} (ConnectionError)")
     monkeypatch.setattr(data, "download", offline)
-    with pytest.raises(UserError, match=r"wikitext-2-raw-v1.zip .*make pretrain MODE=mlm "
+    with pytest.raises(UserError, match=r"wikitext-103-raw-v1.zip .*make pretrain MODE=mlm "
                                         r"CORPUS=enwiki \(train.py --corpus=enwiki\)"):
         train.main(["--mode=mlm", "--tokenizer=wordpiece-200", f"--out={tmp_path / 'r'}"])
     assert not (tmp_path / "r").exists()
