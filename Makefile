@@ -21,7 +21,7 @@ comma  := ,
 empty  :=
 space  := $(empty) $(empty)
 
-.PHONY: test faults pretrain probe analyze paper bench gpu-check smoke clean-venv
+.PHONY: test faults pretrain probe analyze paper recipe-search bench gpu-check smoke clean-venv
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ $(VENV)/.paper-installed: $(VENV)/.installed requirements-paper.txt
 
 paper: $(VENV)/.paper-installed
 	$(PY) paper.py --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(if $(SEEDS),--seeds=$(SEEDS)) $(ARGS)
+
+# The tiny preset's recipe search (~10 min per candidate here): each run's train-side selection
+# signals (recipe.py) -> results/recipe-search/<run>.json and the table in its README.md.
+recipe-search: $(VENV)/.installed
+	bash results/recipe-search/run.sh
 
 bench: $(VENV)/.installed
 	$(PY) bench.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)

@@ -235,6 +235,7 @@ def test_skip_nonfinite_skips_the_bad_step(run_train):
     (["--d_model=33"], "divisible by --n_heads"),
     (["--deterministic=maybe"], "--deterministic=maybe: expected true, false or auto"),
     (["--ckpt_minutes=-1"], "--ckpt_minutes=-1: must not be negative"),
+    (["--keep_at=0.5,1"], "--keep_at=0.5,1.0: expected fractions of the run strictly between"),
     (["--collapse_every=0"], "--collapse_every=0: must be a positive integer"),
 ])
 def test_bad_flags_name_the_key(args, message):
@@ -405,3 +406,15 @@ def test_offline_without_the_presets_corpus_the_error_names_one_that_is_here(tmp
                                         r"CORPUS=enwiki \(train.py --corpus=enwiki\)"):
         train.main(["--mode=mlm", "--tokenizer=wordpiece-200", f"--out={tmp_path / 'r'}"])
     assert not (tmp_path / "r").exists()
+
+
+def test_learning_curve_checkpoints_are_kept_at_their_fractions(run_train):
+    code, out = run_train("--mode=mlm", "--max_steps=8", "--ckpt_every=1000",
+                          "--keep_at=0.25,0.5")
+    assert code == 0
+    kept = {p.name: M.load_checkpoint(p)["step"] for p in out.glob("ckpt-f*.pt")}
+    assert kept == {"ckpt-f0.25.pt": 2, "ckpt-f0.5.pt": 4}
+    final = M.load_checkpoint(out / "ckpt.pt")
+    assert final["step"] == 8 and not torch.equal(  # a copy of that step's weights, not the end's
+        M.load_checkpoint(out / "ckpt-f0.5.pt")["model"]["encoder.tok_emb.weight"],
+        final["model"]["encoder.tok_emb.weight"])
