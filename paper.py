@@ -266,6 +266,41 @@ def cell(analysis: dict, task: str, pool: str, models: list, metric: str) -> str
     return f"{T.fmt(np.mean(values))} ± {T.fmt(np.std(values, ddof=1))} ({len(values)})"
 
 
+def versus_random(analysis: dict | None, groups: dict) -> list[str]:
+    """Does each arm beat the random-weight encoders? SST-2 and STS-B with mean pooling: every
+    seed's score, whether the arm's seeds all lie above the random inits' (beyond the spread),
+    and the analysis' test of arm vs random with its correction."""
+    if not analysis or "random" not in groups:
+        return []
+    lines = ["", "## Against random weights", "",
+             "Mean pooling, percent (probe.py's score on the full dev split; one value per "
+             "pre-training seed or random init). 'beyond the spread': every seed of the arm "
+             "above every random init. Test: analysis/analysis.json's comparison of the arm's "
+             "method with random (Welch over seeds when both sides have >= 2 runs; its null "
+             "and correction under 'Every metric, compared').", "",
+             *T.table_head(["task", "arm", "seeds", "random inits", "beyond the spread",
+                            "a - b [95% CI]", "test", "p", "p adj"])]
+    for task in [t for t in CURVE_TASKS if t in analysis["tasks"]]:
+        def scores(models):
+            return [c["metrics"]["semantic_probe"]["value"] for c in analysis["cells"]
+                    if (c["task"], c["pool"]) == (task, "mean") and c["model"] in models]
+        rand = scores(groups["random"])
+        for arm, models in groups.items():
+            if arm == "random":
+                continue
+            own = scores(models)
+            c = next((c for c in analysis["comparisons"] if (c["task"], c["pool"], c["metric"])
+                      == (task, "mean", "semantic_probe") and c["pair"] ==
+                      f"{'+'.join(models)} vs {'+'.join(groups['random'])}"), {})
+            lines.append(f"| {task} | {arm} | {', '.join(map(T.fmt, own))} | "
+                         f"{', '.join(map(T.fmt, rand))} | "
+                         f"{'yes' if own and rand and min(own) > max(rand) else 'no'} | "
+                         f"{T.with_ci(dict(value=c.get('diff'), ci=c.get('ci')))} | "
+                         f"{c.get('test') or '-'} | {T.fmt_p(c.get('p'))} | "
+                         f"{T.fmt_p(c.get('p_adj'))} |")
+    return lines
+
+
 def learning_curve(cfg: PaperConfig, runs: dict, analysis: dict | None) -> tuple[list, dict]:
     """Seed 0 of each arm at its kept fractions and at the end: tokens, and the mean-pooling
     probe score of each CURVE_TASK -> (table lines, {arm: [(fraction, {task: score})]})."""
@@ -347,6 +382,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     lines += [f"\n![{what}]({file})" for file, what in (figs or {}).items()]
     lines += curve
     folders = ", ".join(m["probe_dir"] for m in analysis["models"]) if analysis else "-"
+    lines += versus_random(analysis, groups)
     lines += ["", "## Linear probes next to the original", "",
               "Percent; ours: mean [95% bootstrap CI] on the full dev split (an arm with several "
               "seeds: mean ± sd over its seeds (n)), read from probe.py's "

@@ -133,3 +133,7 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
     assert "## Learning curve" in report and "| hybrid-tiny | 0.5 |" in report
     row = next(line for line in report.splitlines() if line.startswith("| sst2 | acc | ours"))
     assert row.count(" ± ") == 3  # hybrid, mlm, random: mean ± sd over 2 seeds
+    section = report.split("## Against random weights")[1].split("\n## ")[0]
+    versus = [line for line in section.splitlines() if line.startswith("| sst2 |")]
+    assert [line.split(" | ")[1] for line in versus] == ["hybrid", "mlm"]
+    assert all(" | welch | " in line for line in versus)
