@@ -155,7 +155,8 @@ def train_arms(cfg: PaperConfig, budget: float, errors: dict) -> dict[str, Path]
                        *shlex.split(cfg.train_args),
                        *([f"--lambda_mode={lambda_mode}"] if lambda_mode else []),
                        *(["--resume"] if status == "unfinished" else [])]
-                print(f"paper: training {arm} seed {seed} ({status}): {shlex.join(cmd)}",
+                shown = shlex.join(cmd).replace(f"{HERE}/", "")  # no machine paths in logs
+                print(f"paper: training {arm} seed {seed} ({status}): {shown}",
                       file=sys.stderr, flush=True)
                 code = subprocess.run(cmd).returncode
                 if code != 0:
