@@ -146,8 +146,9 @@ def check_probe_features(cc: CheckConfig) -> list[dict]:
     import probe
     try:
         examples = probe.load_splits("sst2")
-        sources = {d: probe.open_source(probe.ProbeConfig(ckpt="random", device=d))
-                   for d in ("cuda", "cpu")}
+        sources = {d: probe.open_source(probe.ProbeConfig(ckpt="random", preset=cc.preset,
+                                                          device=d))
+                   for d in ("cuda", "cpu")}  # small's bert vocab: no corpus to download
     except UserError as e:  # offline without the mirror: set DATA_DIR (README, Data)
         return [result("probe features", "SKIP", f"needs SST-2 and the BERT vocab: {e}")]
     n = cc.sentences // 2
