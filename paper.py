@@ -290,9 +290,10 @@ def versus_random(analysis: dict | None, groups: dict) -> list[str]:
             if arm == "random":
                 continue
             own = scores(models)
-            c = next((c for c in analysis["comparisons"] if (c["task"], c["pool"], c["metric"])
-                      == (task, "mean", "semantic_probe") and c["pair"] ==
-                      f"{'+'.join(models)} vs {'+'.join(groups['random'])}"), {})
+            label = next((p["label"] for p in analysis["pairs"]  # analyze.py names the pairs
+                          if (p["a"], p["b"]) == (models, groups["random"])), None)
+            c = next((c for c in analysis["comparisons"] if (c["task"], c["pool"], c["metric"],
+                      c["pair"]) == (task, "mean", "semantic_probe", label)), {})
             lines.append(f"| {task} | {arm} | {', '.join(map(T.fmt, own))} | "
                          f"{', '.join(map(T.fmt, rand))} | "
                          f"{'yes' if own and rand and min(own) > max(rand) else 'no'} | "
