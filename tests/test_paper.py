@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 from probe_fixtures import write_glue
 from synthetic import TINY_ARGS, write_corpus
 
@@ -120,8 +121,13 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
         assert (out / f"{arm}-tiny/ckpt-f0.5.pt").exists()  # seed 0 only
         assert not (out / f"{arm}-tiny-s1/ckpt-f0.5.pt").exists()
         assert (out / f"{arm}-tiny/curve-0.5/sst2-mean.json").exists()
-    a, b = (tmp_path / f"out/random-tiny{s}/probe/sst2-mean.json" for s in ("", "-s1"))
-    assert json.loads(a.read_text())["metrics"] != json.loads(b.read_text())["metrics"]
+    # two random inits, not one twice: their keys and their features differ (a 24-example dev
+    # accuracy can tie by chance, the encoded features cannot)
+    random = [tmp_path / f"out/random-tiny{s}/probe" for s in ("", "-s1")]
+    keys = [json.loads((r / "sst2-mean.json").read_text())["ckpt_key"] for r in random]
+    assert keys[0].endswith("-0") and keys[1].endswith("-1")
+    dev = [torch.load(next((r / "cache").glob("sst2-dev-mean-*.pt")))["a"] for r in random]
+    assert dev[0].shape == dev[1].shape and not torch.equal(dev[0], dev[1])
     analysis = json.loads((out / "analysis/analysis.json").read_text())
     assert [(p["a"], p["b"]) for p in analysis["pairs"]] == [
         (["hybrid-tiny", "hybrid-tiny-s1"], ["mlm-tiny", "mlm-tiny-s1"]),
