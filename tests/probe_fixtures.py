@@ -29,11 +29,11 @@ def make_tokenizer() -> Tokenizer:
     return tok
 
 
-def save_checkpoint(path, tok=None, mode="hybrid", seed=0):
+def save_checkpoint(path, tok=None, mode="hybrid", seed=0, d_model=32):
     """A randomly initialised tiny PredictReconstruct saved like train.py saves checkpoints."""
     tok = tok or make_tokenizer()
-    cfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), seq_len=128, d_model=32, n_layers=2,
-                        n_heads=4, pred_dim=16, pred_depth=1, mode=mode)
+    cfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), seq_len=128, d_model=d_model,
+                        n_layers=2, n_heads=4, pred_dim=16, pred_depth=1, mode=mode)
     torch.manual_seed(seed)
     net = M.PredictReconstruct(cfg)
     torch.save(dict(format=M.CKPT_FORMAT, config=dict(mode=mode),

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 from synthetic import TINY_ARGS
-from test_paper import flags  # noqa: F401 (a fixture)
+from test_paper import flags, train_in_process  # noqa: F401 (a fixture)
 from test_train import (ROOT, corpus_env, crash_at, light_compile, read_log,  # noqa: F401
                         run_train)
 
@@ -209,7 +209,8 @@ def test_arms_name_a_mode_and_an_optional_lambda_mode():
             paper.parse_arm(bad)
 
 
-def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path):  # noqa: F811
+def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(paper.subprocess, "run", train_in_process)
     arms = "--arms=hybrid,hybrid:balanced"
     assert paper.main([*flags, arms, "--tasks=sst2", "--pools=mean"]) == 0
     out = tmp_path / "out/paper"

@@ -2,6 +2,7 @@
 FLOPs in their own processes, probes, analysis and a report traceable to its files; a second run
 redoes nothing, and an unfinished arm is resumed while the finished one is left alone."""
 import json
+import signal
 import subprocess
 
 import pytest
@@ -10,8 +11,29 @@ from probe_fixtures import write_glue
 from synthetic import TINY_ARGS, write_corpus
 
 import paper
+import train
 
 BUDGET = 2e9  # FLOPs per arm: ~20 MLM steps, ~9 hybrid steps of the tiny test model
+
+
+REAL_RUN = subprocess.run  # paper.subprocess is this module: patching its run patches it here
+
+
+def train_in_process(cmd, **kwargs):
+    """What subprocess.run of paper's train.py command does, in this process: no Python and torch
+    to start again (~2 s a run). Other commands (train.py's git) run as usual. The end-to-end
+    test keeps the real processes."""
+    if len(cmd) < 2 or not str(cmd[1]).endswith("train.py"):
+        return REAL_RUN(cmd, **kwargs)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return subprocess.CompletedProcess(cmd, train.main(cmd[2:]))
+    finally:  # train.main sets these for its run
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
 
 
 @pytest.fixture
@@ -24,7 +46,7 @@ def flags(tmp_path, monkeypatch):
     sizes = " ".join(a for a in TINY_ARGS if not a.startswith("--preset="))
     return [f"--budget={BUDGET:g}", f"--corpus={corpus}", f"--train_args={sizes}",
             "--baselines=majority", "--tasks=sst2,mrpc,mnli", "--pools=mean,attention",
-            "--n=20", "--bootstrap=20", "--permutations=20",
+            "--curve=", "--n=20", "--bootstrap=20", "--permutations=20",
             "--probe_args=--max_iter=30 --l2_grid=1e-2,1 --bootstrap=100"]
 
 
@@ -71,21 +93,26 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
 
 @pytest.mark.faults
 def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeypatch):
-    real = subprocess.run
+    real = train_in_process
 
     def hybrid_crashes(cmd, **k):
         return subprocess.CompletedProcess(cmd, 1) if "--mode=hybrid" in cmd else real(cmd, **k)
     monkeypatch.setattr(paper.subprocess, "run", hybrid_crashes)
+    flags = [f for f in flags if not f.startswith(("--tasks", "--pools"))] + [
+        "--tasks=sst2", "--pools=mean"]
     with pytest.raises(paper.UserError, match=r"^1 stage\(s\) failed: train hybrid-tiny; re-run"):
         paper.main(flags)
     report = (tmp_path / "out/paper/report.md").read_text()
     assert "**failed** train hybrid-tiny: train.py exited with status 1" in report
     assert "| mlm-tiny | " in report and "| hybrid-tiny | " not in report
-    assert (tmp_path / "out/paper/mlm-tiny/probe/sst2-attention.json").exists()
+    assert (tmp_path / "out/paper/mlm-tiny/probe/sst2-mean.json").exists()
 
     calls = []  # re-running trains only the arm that failed
-    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
-                        real(cmd, **k))
+
+    def recorded(cmd, **k):
+        calls.extend([cmd] if cmd[0] != "git" else [])  # git: train.py's own, in this process
+        return real(cmd, **k)
+    monkeypatch.setattr(paper.subprocess, "run", recorded)
     assert paper.main(flags) == 0
     assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" not in calls[0]
     assert "| hybrid-tiny | " in (tmp_path / "out/paper/report.md").read_text()
@@ -106,11 +133,13 @@ def test_bad_flags_are_user_errors(flags, extra, message):
         paper.main(flags + extra)
 
 
-def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, tmp_path):
+def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, tmp_path,
+                                                                         monkeypatch):
     """--seeds=2: two resumable run folders per arm (train.py --seed=0, 1), two random inits,
     the analysis compares the arms over seeds (Welch, the seed as unit), seed 0 keeps and
     probes the learning-curve checkpoints, and the report shows mean ± sd per arm."""
-    flags = [f for f in flags if not f.startswith(("--baselines", "--tasks", "--pools"))]
+    monkeypatch.setattr(paper.subprocess, "run", train_in_process)
+    flags = [f for f in flags if not f.startswith(("--baselines", "--tasks", "--pools", "--curve"))]
     assert paper.main([*flags, "--seeds=2", "--curve=0.5", "--baselines=random,majority",
                        "--tasks=sst2", "--pools=mean"]) == 0
     out = tmp_path / "out/paper"

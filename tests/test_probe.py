@@ -403,8 +403,11 @@ def test_majority_on_real_glue_matches_known_priors(tmp_path, capsys):
 
 def test_random_encoder_on_real_sst2_is_weak_but_above_chance(tmp_path, capsys):
     mirror()
-    # preset small: its bert vocab is in the mirror (tiny's wordpiece-8192 needs wikitext-103)
-    out = run(["--task=sst2", "--ckpt=random", "--preset=small", "--json", "--max_train=2000",
-               f"--out={tmp_path}", "--max_iter=100"], capsys)
+    # random weights of a d128 L2 encoder over the mirror's bert vocab (--random_like; the tiny
+    # preset's wordpiece-8192 needs wikitext-103, which the mirror lacks)
+    like = save_checkpoint(tmp_path / "like.pt", data.load_tokenizer("bert-base-uncased"),
+                           mode="mlm", d_model=128)
+    out = run(["--task=sst2", "--ckpt=random", f"--random_like={like}", "--json",
+               "--max_train=2000", f"--out={tmp_path}", "--max_iter=100"], capsys)
     r = json.loads(out)
     assert 52 < r["metrics"]["acc"] < 80 and r["max_train"] == 2000
