@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import data
+import hardware as H
 import model as M
 import train
 from data import UserError
@@ -72,7 +73,7 @@ def setup(bc: BenchConfig, mode: str, deterministic: str, steps: int):
 
 
 def compiled_graphs() -> int:
-    return train.compile_counts()["graphs"]
+    return H.compile_counts()["graphs"]
 
 
 def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
@@ -97,9 +98,9 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     with_prefetch = prefetched_step_time(run, rows, cfg, bc, step, total)
     key = (cfg.device, cfg.dtype)
     if key not in peak_cache:
-        peak_cache[key] = train.device_peak_flops(cfg.device, cfg.dtype)
+        peak_cache[key] = H.device_peak_flops(cfg.device, cfg.dtype)
     flops = float(np.mean([train.batch_flops(run.mcfg, b, cfg.batch_size) for b in batches]))
-    counts = train.compile_counts()
+    counts = H.compile_counts()
     memory = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return dict(mode=mode, device=cfg.device, dtype=cfg.dtype, compiled=run.compiled,
@@ -108,7 +109,7 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 ms_per_step_repeats=[round(1000 * t, 2) for t in times],
                 tokens_per_s=round(cfg.batch_size * cfg.seq_len / seconds, 1),
                 flops_per_step=flops, flops_per_token=flops / (cfg.batch_size * cfg.seq_len),
-                peak_flops=peak_cache[key], mfu=round(train.mfu(flops, seconds, peak_cache[key]), 4),
+                peak_flops=peak_cache[key], mfu=round(H.mfu(flops, seconds, peak_cache[key]), 4),
                 peak_memory_bytes=memory,
                 recompiles_after_warmup=compiled_graphs() - graphs_after_warmup,
                 deterministic=cfg.deterministic == "true",

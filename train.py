@@ -7,7 +7,8 @@ Every schedule is a pure function of the step and every batch (rows and masks) a
 (seed, step), so a checkpoint only needs the step to resume exactly; each process builds only its
 share of a batch, ahead of time in a background thread. With --deterministic (the CPU default)
 the same seed gives the same bits, compiled or not (README, Reproducibility). The run folder holds
-config.json, log.jsonl and ckpt.pt (+ ckpt-prev.pt, the one before). Flags and presets: config.py.
+config.json, log.jsonl and ckpt.pt (+ ckpt-prev.pt, the one before). Flags and presets: config.py;
+device, peak FLOP/s, deterministic kernels and compile counters: hardware.py.
 """
 import contextlib
 import dataclasses
@@ -29,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
+import hardware as H
 import masks
 import model as M
 from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
@@ -137,43 +139,7 @@ def plan_steps(cfg: TrainConfig, mcfg: M.ModelConfig, specials, vocab_size, rows
     return cfg.max_steps, per_step
 
 
-# ----------------------------------------------------------------------------- device helpers
-
-NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets
-    "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "B200": 2250e12,
-    "A100": 312e12, "A10": 125e12, "L4": 121e12, "L40": 181e12, "L40S": 362e12,
-    "4090": 165e12, "3090": 71e12}
-
-
-def nvidia_peak(name: str) -> float:
-    """Peak of a device name as torch reports it ("NVIDIA H100 PCIe"): the longest table key in
-    it wins, so an "L40S" is not an "L40" and an "H100 PCIe" is not an SXM "H100"; 0 if unknown."""
-    return next((NVIDIA_BF16_PEAK[k] for k in sorted(NVIDIA_BF16_PEAK, key=len, reverse=True)
-                 if k in name), 0.0)
-
-
-def device_peak_flops(device: str, dtype: str) -> float:
-    """Dense peak FLOP/s: NVIDIA's datasheet for bf16 (TF32 fp32 is half of it), or on CPU a
-    matmul measured now for the dtype (the best of ten 1024^3 products after warm-up)."""
-    if device == "cuda":
-        peak = nvidia_peak(torch.cuda.get_device_name())
-        return peak if dtype == "bfloat16" else peak / 2
-    dt = getattr(torch, dtype)
-    a, b = torch.randn(1024, 1024, dtype=dt), torch.randn(1024, 1024, dtype=dt)
-    for _ in range(3):  # warm-up: thread pool and oneDNN kernel selection
-        a @ b
-    best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * 1024 ** 3 / best
-
-
-def mfu(flops: float, seconds: float, peak: float) -> float:
-    """Model FLOPs utilisation: achieved FLOP/s over the device's peak (0 if it is unknown)."""
-    return flops / seconds / peak if peak > 0 and seconds > 0 else 0.0
-
+# ----------------------------------------------------------------------------- checkpoints
 
 def git_commit() -> str:
     try:
@@ -182,8 +148,6 @@ def git_commit() -> str:
     except OSError:
         return ""
 
-
-# ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(out: Path, state: dict):
     """ckpt.pt is replaced atomically; the one it replaces survives as ckpt-prev.pt, so a crash
@@ -245,40 +209,15 @@ class Run:
                               enabled=self.cfg.dtype == "bfloat16")
 
 
-def pick_device(cfg: TrainConfig) -> torch.device:
-    """This process's device (under torchrun, GPU LOCAL_RANK), set before NCCL starts."""
-    if cfg.device != "cuda":
-        return torch.device("cpu")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    torch.cuda.set_device(device)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def set_deterministic(cfg: TrainConfig):
-    """--deterministic=true: same seed, same bits. The one nondeterministic kernel of a compiled
-    CPU step is Inductor's token-embedding backward, a parallel loop of atomic adds into the
-    gradient rows (the order of the adds, and so the rounding, depends on thread timing); torch's
-    deterministic mode makes Inductor fall back to ATen's ordered index_put/scatter there. On CUDA
-    it also needs cuBLAS's fixed workspace and Inductor's deterministic mode (no autotuning by
-    timing); the CUDA claim is unverified (README, Reproducibility). Global to the process."""
-    on = cfg.deterministic == "true"
-    if on and cfg.device == "cuda":
-        import torch._inductor.config as inductor_config
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first matmul
-        inductor_config.deterministic = True
-    torch.use_deterministic_algorithms(on)
-
-
 def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:
-    device = pick_device(cfg)
+    device = H.pick_device(cfg)
     micro = cfg.micro_batch or cfg.batch_size // world
     accum = cfg.batch_size // (world * micro)
     if accum * world * micro != cfg.batch_size:
         raise UserError(f"--batch_size={cfg.batch_size} must equal processes ({world}) x "
                         f"--micro_batch ({micro}) x an integer")
     mcfg = model_config(cfg, vocab_size)
-    set_deterministic(cfg)
+    H.set_deterministic(cfg)
     torch.manual_seed(cfg.seed)
     raw = M.PredictReconstruct(mcfg).to(device)
     decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
@@ -356,7 +295,7 @@ def main(argv):
                         f"the run in {out} was trained with; restore it or start a new --out")
     specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
     if world > 1:
-        pick_device(cfg)
+        H.pick_device(cfg)
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
         flag_group = dist.new_group(backend="gloo")  # host-side flags, whatever the backend
     run = build_run(cfg, vocab_size, rank, world)
@@ -368,7 +307,7 @@ def main(argv):
         opt.load_state_dict(ckpt["optimizer"])
         step, flops_done, tokens_done = ckpt["step"], ckpt["flops"], ckpt["tokens"]
         torch.set_rng_state(ckpt["rng"])
-    peak = device_peak_flops(cfg.device, cfg.dtype)
+    peak = H.device_peak_flops(cfg.device, cfg.dtype)
 
     counts = M.param_counts(raw)
     if rank == 0:
@@ -421,7 +360,7 @@ def main(argv):
     t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
     t_ckpt, start_step, stopping, compile_info = time.perf_counter(), step, False, {}
     keep = {max(1, round(f * total)): f for f in cfg.keep_at}  # step -> fraction
-    compile_before = compile_counts()
+    compile_before = H.compile_counts()
     try:
         while step < total:
             _, batch = prefetch.next()
@@ -437,7 +376,7 @@ def main(argv):
             flops_done += batch_flops(mcfg, batch, cfg.batch_size)
             tokens_done += cfg.batch_size * cfg.seq_len
             if step == start_step + 1 and run.compiled:
-                compile_info = compile_report(rank, compile_before)  # logged next
+                compile_info = H.compile_report(rank, compile_before)  # logged next
             at_log = step % cfg.log_every == 0 or step in (1, total)
             ckpt_due = 0 < 60 * cfg.ckpt_minutes <= time.perf_counter() - t_ckpt
             if world == 1:
@@ -461,7 +400,8 @@ def main(argv):
                            momentum=momentum_at(step - 1, cfg, total),
                            grad_norm=round(grad_norm.item(), 4), tokens_per_s=round(tok_s, 1),
                            # each process does 1/world of the step's FLOPs on its own device
-                           mfu=round(mfu(steps_window * flops_per_step / world, elapsed, peak), 4),
+                           mfu=round(H.mfu(steps_window * flops_per_step / world, elapsed,
+                                           peak), 4),
                            flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
                            elapsed=round(time.perf_counter() - t_start, 2))
                 if rank == 0 and (step % cfg.collapse_every == 0 or step in (1, total)):
@@ -499,28 +439,6 @@ def main(argv):
     if world > 1:
         dist.destroy_process_group()
     return 0
-
-
-def compile_counts() -> dict:
-    """Dynamo's counters so far: frames seen, frames that fell back to eager (a failed compilation
-    under --compile=auto), graph breaks, graphs."""
-    from torch._dynamo.utils import counters
-    return dict(compile_frames=counters["frames"]["total"],
-                compile_fallbacks=counters["frames"]["total"] - counters["frames"]["ok"],
-                graph_breaks=sum(counters["graph_break"].values()),
-                graphs=counters["stats"]["unique_graphs"])
-
-
-def compile_report(rank: int, before: dict) -> dict:
-    """What the first compiled step did, printed and logged once: a partly eager run says so."""
-    info = {k: v - before[k] for k, v in compile_counts().items()}
-    if rank == 0 and (info["compile_fallbacks"] or info["graph_breaks"]):
-        print(f"warning: torch.compile: {info['compile_fallbacks']} of {info['compile_frames']} "
-              f"frames fell back to eager, {info['graph_breaks']} graph breaks (warnings above): "
-              "this run is partly eager", file=sys.stderr, flush=True)
-    elif rank == 0:
-        print(f"compiled: {info['graphs']} graphs, no fallback, no graph break", flush=True)
-    return info
 
 
 def load_data(cfg: TrainConfig, explicit: set):

@@ -12,6 +12,7 @@ import torch
 
 import config
 import data
+import hardware
 import model as M
 import train
 from data import UserError
@@ -358,7 +359,7 @@ def test_make_probe_looks_where_make_pretrain_writes():
                                         ("NVIDIA L4", 121e12), ("NVIDIA A100-SXM4-80GB", 312e12),
                                         ("Some Future GPU", 0.0)])
 def test_gpu_peak_table_takes_the_most_specific_name(name, peak):
-    assert train.nvidia_peak(name) == peak
+    assert hardware.nvidia_peak(name) == peak
 
 
 def test_prefetched_batches_are_the_batches_of_their_steps(corpus_env, monkeypatch):

@@ -1,0 +1,91 @@
+"""What a training process runs on, and how: its device, the device's peak FLOP/s (for MFU),
+deterministic kernels, and what torch.compile did. train.py and bench.py share these."""
+import os
+import sys
+import time
+
+import torch
+
+from config import TrainConfig
+
+NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets
+    "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "B200": 2250e12,
+    "A100": 312e12, "A10": 125e12, "L4": 121e12, "L40": 181e12, "L40S": 362e12,
+    "4090": 165e12, "3090": 71e12}
+
+
+def nvidia_peak(name: str) -> float:
+    """Peak of a device name as torch reports it ("NVIDIA H100 PCIe"): the longest table key in
+    it wins, so an "L40S" is not an "L40" and an "H100 PCIe" is not an SXM "H100"; 0 if unknown."""
+    return next((NVIDIA_BF16_PEAK[k] for k in sorted(NVIDIA_BF16_PEAK, key=len, reverse=True)
+                 if k in name), 0.0)
+
+
+def device_peak_flops(device: str, dtype: str) -> float:
+    """Dense peak FLOP/s: NVIDIA's datasheet for bf16 (TF32 fp32 is half of it), or on CPU a
+    matmul measured now for the dtype (the best of ten 1024^3 products after warm-up)."""
+    if device == "cuda":
+        peak = nvidia_peak(torch.cuda.get_device_name())
+        return peak if dtype == "bfloat16" else peak / 2
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(1024, 1024, dtype=dt), torch.randn(1024, 1024, dtype=dt)
+    for _ in range(3):  # warm-up: thread pool and oneDNN kernel selection
+        a @ b
+    best = float("inf")
+    for _ in range(10):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 1024 ** 3 / best
+
+
+def mfu(flops: float, seconds: float, peak: float) -> float:
+    """Model FLOPs utilisation: achieved FLOP/s over the device's peak (0 if it is unknown)."""
+    return flops / seconds / peak if peak > 0 and seconds > 0 else 0.0
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    """This process's device (under torchrun, GPU LOCAL_RANK), set before NCCL starts."""
+    if cfg.device != "cuda":
+        return torch.device("cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def set_deterministic(cfg: TrainConfig):
+    """--deterministic=true: same seed, same bits. The one nondeterministic kernel of a compiled
+    CPU step is Inductor's token-embedding backward, a parallel loop of atomic adds into the
+    gradient rows (the order of the adds, and so the rounding, depends on thread timing); torch's
+    deterministic mode makes Inductor fall back to ATen's ordered index_put/scatter there. On CUDA
+    it also needs cuBLAS's fixed workspace and Inductor's deterministic mode (no autotuning by
+    timing); the CUDA claim is unverified (README, Reproducibility). Global to the process."""
+    on = cfg.deterministic == "true"
+    if on and cfg.device == "cuda":
+        import torch._inductor.config as inductor_config
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first matmul
+        inductor_config.deterministic = True
+    torch.use_deterministic_algorithms(on)
+
+
+def compile_counts() -> dict:
+    """Dynamo's counters so far: frames seen, frames that fell back to eager (a failed compilation
+    under --compile=auto), graph breaks, graphs."""
+    from torch._dynamo.utils import counters
+    return dict(compile_frames=counters["frames"]["total"],
+                compile_fallbacks=counters["frames"]["total"] - counters["frames"]["ok"],
+                graph_breaks=sum(counters["graph_break"].values()),
+                graphs=counters["stats"]["unique_graphs"])
+
+
+def compile_report(rank: int, before: dict) -> dict:
+    """What the first compiled step did, printed and logged once: a partly eager run says so."""
+    info = {k: v - before[k] for k, v in compile_counts().items()}
+    if rank == 0 and (info["compile_fallbacks"] or info["graph_breaks"]):
+        print(f"warning: torch.compile: {info['compile_fallbacks']} of {info['compile_frames']} "
+              f"frames fell back to eager, {info['graph_breaks']} graph breaks (warnings above): "
+              "this run is partly eager", file=sys.stderr, flush=True)
+    elif rank == 0:
+        print(f"compiled: {info['graphs']} graphs, no fallback, no graph break", flush=True)
+    return info
