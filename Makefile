@@ -64,10 +64,10 @@ bench: $(VENV)/.installed
 gpu-check: $(VENV)/.installed
 	$(PY) gpu_check.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
-# The whole pipeline (pre-train both arms, probe, analyse, report) on a generated corpus and
-# fixture tasks (12 s on a 2-core CPU): tests/test_paper.py's smoke test.
+# The whole pipeline (pre-train both arms, probe, analyse, report; then 2 seeds per arm and the
+# learning curve) on a generated corpus and fixture tasks: tests/test_paper.py's smoke tests.
 smoke: $(VENV)/.installed
-	$(PY) -m pytest -q tests/test_paper.py -k end_to_end $(ARGS)
+	$(PY) -m pytest -q tests/test_paper.py -k "end_to_end or seeds" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

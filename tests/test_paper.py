@@ -4,6 +4,8 @@ redoes nothing, and an unfinished arm is resumed while the finished one is left 
 import json
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from synthetic import TINY_ARGS, write_corpus
 
 import paper
 import train
+from data import UserError
 
 BUDGET = 2e9  # FLOPs per arm: ~20 MLM steps, ~9 hybrid steps of the tiny test model
 
@@ -23,17 +26,22 @@ def train_in_process(cmd, **kwargs):
     """What subprocess.run of paper's train.py command does, in this process: no Python and torch
     to start again (~2 s a run). Other commands (train.py's git) run as usual. The end-to-end
     test keeps the real processes."""
-    if len(cmd) < 2 or not str(cmd[1]).endswith("train.py"):
+    if len(cmd) < 2 or Path(cmd[1]).name != "train.py":
         return REAL_RUN(cmd, **kwargs)
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    det = torch.are_deterministic_algorithms_enabled()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return subprocess.CompletedProcess(cmd, train.main(cmd[2:]))
-    finally:  # train.main sets these for its run
-        torch.set_num_threads(threads)
+    except UserError as e:  # what cli.run_cli makes of it in a process of its own
+        print(f"error: {e}", file=sys.stderr)
+        return subprocess.CompletedProcess(cmd, 2)
+    finally:  # train.main sets these for its run, process-wide
         torch.use_deterministic_algorithms(det)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         for s, handler in handlers.items():
-            signal.signal(s, handler)
+            if handler is not None:  # None: installed from C, cannot be put back
+                signal.signal(s, handler)
 
 
 @pytest.fixture
@@ -140,16 +148,17 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
     probes the learning-curve checkpoints, and the report shows mean ± sd per arm."""
     monkeypatch.setattr(paper.subprocess, "run", train_in_process)
     flags = [f for f in flags if not f.startswith(("--baselines", "--tasks", "--pools", "--curve"))]
-    assert paper.main([*flags, "--seeds=2", "--curve=0.5", "--baselines=random,majority",
+    assert paper.main([*flags, "--seeds=2", "--baselines=random,majority",
                        "--tasks=sst2", "--pools=mean"]) == 0
     out = tmp_path / "out/paper"
     for arm in ("hybrid", "mlm"):
         for seed, name in ((0, f"{arm}-tiny"), (1, f"{arm}-tiny-s1")):
             conf = json.loads((out / name / "config.json").read_text())["config"]
             assert conf["seed"] == seed and (out / name / "probe/sst2-mean.json").exists()
-        assert (out / f"{arm}-tiny/ckpt-f0.5.pt").exists()  # seed 0 only
-        assert not (out / f"{arm}-tiny-s1/ckpt-f0.5.pt").exists()
-        assert (out / f"{arm}-tiny/curve-0.5/sst2-mean.json").exists()
+        for f in paper.PaperConfig.curve:  # the default learning curve: seed 0 only
+            assert (out / f"{arm}-tiny/ckpt-f{f:g}.pt").exists()
+            assert not (out / f"{arm}-tiny-s1/ckpt-f{f:g}.pt").exists()
+            assert (out / f"{arm}-tiny/curve-{f:g}/sst2-mean.json").exists()
     # two random inits, not one twice: their keys and their features differ (a 24-example dev
     # accuracy can tie by chance, the encoded features cannot)
     random = [tmp_path / f"out/random-tiny{s}/probe" for s in ("", "-s1")]
@@ -165,7 +174,8 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
     probe = [c for c in analysis["comparisons"] if c["metric"] == "semantic_probe"]
     assert probe and all(c["test"] == "welch" for c in probe)
     report = (out / "report.md").read_text()
-    assert "## Learning curve" in report and "| hybrid-tiny | 0.5 |" in report
+    assert "## Learning curve" in report and "| hybrid-tiny | 0.25 |" in report
+    assert "| mlm-tiny | 0.5 |" in report
     row = next(line for line in report.splitlines() if line.startswith("| sst2 | acc | ours"))
     assert row.count(" ± ") == 3  # hybrid, mlm, random: mean ± sd over 2 seeds
     section = report.split("## Against random weights")[1].split("\n## ")[0]
