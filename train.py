@@ -12,6 +12,7 @@ device, peak FLOP/s, deterministic kernels and compile counters: hardware.py.
 """
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -324,7 +325,10 @@ def main(argv):
                 config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(mcfg),
                 params=counts, planned_steps=total, flops_per_step=flops_per_step,
                 device=torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
-                world=world, torch=torch.__version__, git=git_commit()), indent=2)), mode="w")
+                world=world, torch=torch.__version__, git=git_commit(),
+                # fresh wordpiece-N preparations can differ (README, known limits): which one
+                tokenizer_sha256=hashlib.sha256(tok.to_str().encode()).hexdigest()),
+                indent=2)), mode="w")
 
     stop_signal = []
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,6 +1,7 @@
 """Pre-training end to end on a synthetic corpus: each mode learns, lambda behaves, resume is
 exact, DDP matches one process, bad input gets a clear error."""
 import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -59,7 +60,9 @@ def test_each_mode_learns_the_synthetic_corpus(run_train, mode):
         assert {"loss_jepa", "loss_mlm"} <= set(log[-1])
     ckpt = M.load_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] == 40 and ckpt["config"]["mode"] == mode
-    assert json.loads((out / "config.json").read_text())["config"]["mode"] == mode
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["config"]["mode"] == mode  # and which vocabulary it trained on
+    assert conf["tokenizer_sha256"] == hashlib.sha256(ckpt["tokenizer"].encode()).hexdigest()
 
 
 def test_fixed_lambda_stays_fixed(run_train):
