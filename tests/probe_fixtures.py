@@ -6,6 +6,7 @@ import random
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
+import data
 import model as M
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -40,6 +41,14 @@ def save_checkpoint(path, tok=None, mode="hybrid", seed=0, d_model=32):
                     model_config=dataclasses.asdict(cfg), model=net.state_dict(),
                     tokenizer=tok.to_str(), step=0), path)
     return path
+
+
+def bert_random_like(path):
+    """A checkpoint for --random_like: random weights of a d128 L2 encoder over the mirror's
+    bert-base-uncased vocab (the tiny preset's wordpiece-8192 is trained on wikitext-103, which
+    the mirror lacks, and preset small's d512 L6 encoder is slow to run on real GLUE)."""
+    return save_checkpoint(path, data.load_tokenizer("bert-base-uncased"), mode="mlm",
+                           d_model=128)
 
 
 def sentence(rng, n=None):

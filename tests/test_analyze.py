@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from probe_fixtures import save_checkpoint, write_glue
+from probe_fixtures import bert_random_like, save_checkpoint, write_glue
 
 import analyze as A
 import report as T
@@ -301,10 +301,7 @@ def test_random_baseline_on_real_sst2(mirror, tmp_path, monkeypatch):
     """The mirror's SST-2 dev set with the random encoder: runs, and a random encoder is not
     collapsed (effective rank well above 1) nor perfectly lexical."""
     monkeypatch.chdir(tmp_path)
-    # random weights of a d128 L2 encoder over the mirror's bert vocab (the tiny preset's
-    # wordpiece-8192 is trained on wikitext-103, which the mirror lacks)
-    like = save_checkpoint(tmp_path / "like.pt", A.data.load_tokenizer("bert-base-uncased"),
-                           mode="mlm", d_model=128)
+    like = bert_random_like(tmp_path / "like.pt")
     r = A.analyze(A.AnalyzeConfig(runs=(), tasks=("sst2",), pools=("mean",), n=200,
                                   probe_args=f"--max_train=500 --random_like={like}",
                                   lex_train=500, bootstrap=20, permutations=20, out="a",

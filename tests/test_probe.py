@@ -17,7 +17,8 @@ import probe as P
 import provenance as R
 import stats as S
 from data import Example, UserError
-from probe_fixtures import make_tokenizer, save_checkpoint, sst2_rows, write_glue
+from probe_fixtures import (bert_random_like, make_tokenizer, save_checkpoint, sst2_rows,
+                            write_glue)
 
 FAST = ["--max_iter=50", "--bootstrap=200", "--l2_grid=1e-3,1e-1,10"]
 
@@ -403,10 +404,7 @@ def test_majority_on_real_glue_matches_known_priors(tmp_path, capsys):
 
 def test_random_encoder_on_real_sst2_is_weak_but_above_chance(tmp_path, capsys):
     mirror()
-    # random weights of a d128 L2 encoder over the mirror's bert vocab (--random_like; the tiny
-    # preset's wordpiece-8192 needs wikitext-103, which the mirror lacks)
-    like = save_checkpoint(tmp_path / "like.pt", data.load_tokenizer("bert-base-uncased"),
-                           mode="mlm", d_model=128)
+    like = bert_random_like(tmp_path / "like.pt")
     out = run(["--task=sst2", "--ckpt=random", f"--random_like={like}", "--json",
                "--max_train=2000", f"--out={tmp_path}", "--max_iter=100"], capsys)
     r = json.loads(out)
