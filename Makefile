@@ -49,20 +49,20 @@ $(VENV)/.paper-installed: $(VENV)/.installed requirements-paper.txt
 	touch $@
 
 paper: $(VENV)/.paper-installed
-	$(PY) paper.py --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(if $(SEEDS),--seeds=$(SEEDS)) $(ARGS)
+	$(PY) -m study.study --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(if $(SEEDS),--seeds=$(SEEDS)) $(ARGS)
 
 # The tiny preset's recipe search (~10 min per candidate here): each run's train-side selection
-# signals (recipe.py) -> results/recipe-search/<run>.json and the table in its README.md.
+# signals (study/recipe_search.py) -> results/recipe-search/<run>.json and the table in its README.md.
 recipe-search: $(VENV)/.installed
-	bash results/recipe-search/run.sh
+	bash study/recipe_search.sh
 
 bench: $(VENV)/.installed
-	$(PY) bench.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
+	$(PY) -m tools.bench $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
 # The GPU path in one command (~5 min on one H100): PASS/FAIL table + out/gpu-check.json; every
 # check is SKIP on a machine without CUDA.
 gpu-check: $(VENV)/.installed
-	$(PY) gpu_check.py $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
+	$(PY) -m tools.gpu_check $(if $(PRESET),--preset=$(PRESET)) $(ARGS)
 
 # The whole pipeline (pre-train both arms, probe, analyse, report; then 2 seeds per arm and the
 # learning curve) on a generated corpus and fixture tasks: tests/test_paper.py's smoke tests.

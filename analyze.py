@@ -33,20 +33,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import data  # noqa: E402
-import features as Fe  # noqa: E402
-import figures as F  # noqa: E402
-import probe as P  # noqa: E402
-import provenance as R  # noqa: E402
-import report as T  # noqa: E402
-import stats as S  # noqa: E402
-from data import UserError  # noqa: E402
+import features  # noqa: E402
+from lib import figures  # noqa: E402
+import probe  # noqa: E402
+from lib import provenance  # noqa: E402
+from lib import markdown  # noqa: E402
+from lib import stats  # noqa: E402
+from lib import glue  # noqa: E402
+from lib.download import data_dir  # noqa: E402
+from lib.cli import UserError, atomic_write, parse_flags, run_cli  # noqa: E402
 
 
 @dataclass
 class AnalyzeConfig:
     runs: tuple[str, ...] = ("out/hybrid-tiny", "out/mlm-tiny")  # folders: config.json, ckpt.pt
     tasks: tuple[str, ...] = ("sst2", "mrpc", "mnli", "cola", "stsb")
-    pools: tuple[str, ...] = P.POOLS
+    pools: tuple[str, ...] = probe.POOLS
     random: bool = True         # also measure random-weight encoders of the runs' architecture
     random_seeds: int = 1       # ... this many: the inits of train.py --seed=0, 1, ...
     preset: str = "tiny"        # its preset when no run is given
@@ -107,12 +109,12 @@ STATISTICS = (
     "resamples of two example sets (full dev split, subset): a CI, and only the test over runs.")
 TESTS = {  # which test gives a comparison's p, and its null hypothesis (stats.py)
     "sign_flip": "alignment and accuracy probes (means over examples of a per-example value): "
-                 + S.NULLS["sign_flip"],
+                 + stats.NULLS["sign_flip"],
     "bootstrap": "every other metric (set-level: spectra, uniformity, anisotropy, class "
                  "separation, lexical scores; F1, MCC and Spearman probes): "
-                 + S.NULLS["bootstrap"],
+                 + stats.NULLS["bootstrap"],
     "welch": "when both sides have at least 2 runs (seeds), p (and the CI, a t interval) is this "
-             "instead, for every metric: " + S.NULLS["welch"],
+             "instead, for every metric: " + stats.NULLS["welch"],
 }
 ALPHA = 0.05
 PRIMARY = {"sst2": "acc", "mrpc": "f1", "qqp": "f1", "mnli": "acc_matched", "cola": "mcc",
@@ -128,14 +130,14 @@ RIDGE = (1e4, 1e3, 1e2, 10.0, 1.0, 0.1)  # strongest first: a tie keeps the simp
 def measures(rows: dict, W) -> dict:
     """Every metric but the semantic probe's, for the weighted sets W of rows -> {metric: (R,)}."""
     x = rows["x"]
-    m = S.spectral(x, W)
-    m.update(uniformity=S.uniformity(x, W), uniformity_centred=S.uniformity(rows["xc"], W),
-             anisotropy=S.anisotropy(x, W), lexical_auc=S.auc(rows["scores"], rows["Y"], W),
-             lexical_f1=S.micro_f1(rows["scores"] > 0.5, rows["Y"], W))
+    m = stats.spectral(x, W)
+    m.update(uniformity=stats.uniformity(x, W), uniformity_centred=stats.uniformity(rows["xc"], W),
+             anisotropy=stats.anisotropy(x, W), lexical_auc=stats.auc(rows["scores"], rows["Y"], W),
+             lexical_f1=stats.micro_f1(rows["scores"] > 0.5, rows["Y"], W))
     if rows["y"] is not None:
-        m["class_separation"] = S.class_separation(x, rows["y"], W)
+        m["class_separation"] = stats.class_separation(x, rows["y"], W)
     if rows["v"] is not None:
-        m["alignment"] = S.alignment(x, rows["v"], rows["positive"], W)
+        m["alignment"] = stats.alignment(x, rows["v"], rows["positive"], W)
     return m
 
 
@@ -144,13 +146,13 @@ def per_example(rows: dict) -> dict:
     an example does not count): the ones the sign-flip test applies to."""
     if rows["v"] is None:
         return {}
-    return dict(alignment=np.where(rows["positive"], S.pair_sq_dist(rows["x"], rows["v"]), np.nan))
+    return dict(alignment=np.where(rows["positive"], stats.pair_sq_dist(rows["x"], rows["v"]), np.nan))
 
 
 # ----------------------------------------------------------------------------- lexical probe
 
 def token_ids(tok, texts) -> list:
-    return [np.unique(ids) for ids in Fe.content_ids(tok, texts)]
+    return [np.unique(ids) for ids in features.content_ids(tok, texts)]
 
 
 def top_tokens(ids: list, specials, k: int, vocab_size: int) -> np.ndarray:
@@ -177,7 +179,7 @@ def ridge_scores(X, Y, X_eval, seed: int):
 
     perm = np.random.default_rng(seed).permutation(len(X))
     held, rest = np.split(perm, [max(1, len(X) // 10)])
-    held_auc = [np.nan_to_num(S.auc(fit(rest, a)(X[held]), Y[held])[0], nan=-1) for a in RIDGE]
+    held_auc = [np.nan_to_num(stats.auc(fit(rest, a)(X[held]), Y[held])[0], nan=-1) for a in RIDGE]
     alpha = RIDGE[int(np.argmax(held_auc))]
     return fit(np.arange(len(X)), alpha)(X_eval), alpha
 
@@ -246,10 +248,10 @@ def resolve_pairs(cfg: AnalyzeConfig, models: list[dict]) -> list[dict]:
 def probe_config(cfg, task: str, pool: str, ckpt: str, preset="tiny", folder=None):
     """probe.py's config of a model here; a random-weight encoder copies the first run's
     architecture and tokenizer (the preset's when there is no run)."""
-    like = str(Path(cfg.runs[0]) / "ckpt.pt") if cfg.runs and Fe.is_random(ckpt) else ""
-    pcfg = P.ProbeConfig(task=(task,), ckpt=ckpt, pool=(pool,), encoder=cfg.encoder,
+    like = str(Path(cfg.runs[0]) / "ckpt.pt") if cfg.runs and features.is_random(ckpt) else ""
+    pcfg = probe.ProbeConfig(task=(task,), ckpt=ckpt, pool=(pool,), encoder=cfg.encoder,
                          preset=preset, out=str(folder or ""), random_like=like)
-    return data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0]
+    return parse_flags(shlex.split(cfg.probe_args), pcfg)[0]
 
 
 def probe_result(cfg, task: str, pool: str, ckpt: str, preset="tiny", source=None,
@@ -260,7 +262,7 @@ def probe_result(cfg, task: str, pool: str, ckpt: str, preset="tiny", source=Non
     task's, when loaded already."""
     folder = source.results if source else Path("out/baselines/probe")
     pcfg = probe_config(cfg, task, pool if source else "mean", ckpt, preset, folder)
-    results, missing = P.run_probe(pcfg, reuse=True, source=source, loaded={task: splits})
+    results, missing = probe.run_probe(pcfg, reuse=True, source=source, loaded={task: splits})
     if missing:
         raise UserError(missing[task])
     return results[0]
@@ -283,29 +285,29 @@ def semantic(r: dict, task: str, pool: str, gold: np.ndarray, idx: np.ndarray) -
     """The probe's primary score (percent, mean over its seeds) from its saved dev predictions:
     the value, its values on the resamples idx, and per example (accuracy only) the share of
     seeds that got it right."""
-    _, split, key, fn = next(s for s in P.metric_specs(task, pool) if s[0] == PRIMARY[task])
-    preds = R.load_predictions(r)[split][key]
+    _, split, key, fn = next(s for s in probe.metric_specs(task, pool) if s[0] == PRIMARY[task])
+    preds = provenance.load_predictions(r)[split][key]
     if preds.shape[1] != len(gold):
         raise UserError(f"{r['file']}: {preds.shape[1]} dev predictions for {len(gold)} dev "
                         "examples; delete it and run again")
-    return dict(value=100 * S.seed_mean(fn, preds, gold), boots=100 * S.seed_mean(fn, preds, gold,
+    return dict(value=100 * stats.seed_mean(fn, preds, gold), boots=100 * stats.seed_mean(fn, preds, gold,
                                                                                    idx),
-                per_example=100 * (preds == gold).mean(0) if fn is S.accuracy else None)
+                per_example=100 * (preds == gold).mean(0) if fn is stats.accuracy else None)
 
 
 def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
     """({split: (a, b or None)} pooled vectors of train and the dev split, train examples), as
     probe.embed pools them, but both splits from one fit of a trained pooler: the probe's own
     seed-0 pooler, by its own protocol (embed would fit it again for each split)."""
-    dev_split = data.TASKS[task].dev_splits[0]
-    train, _ = P.train_subset(pcfg, pool, splits["train"])
-    parts = P.build_parts(pcfg, source, task, {"train": splits["train"],
+    dev_split = glue.TASKS[task].dev_splits[0]
+    train, _ = probe.train_subset(pcfg, pool, splits["train"])
+    parts = probe.build_parts(pcfg, source, task, {"train": splits["train"],
                                                dev_split: splits[dev_split]}, pool)
     param = None
-    if pool in P.TRAINED_POOLS:
-        param = P.select_and_fit(parts["train"], P.labels(train), task, pool, 0, pcfg)[0]["param"]
+    if pool in probe.TRAINED_POOLS:
+        param = probe.select_and_fit(parts["train"], probe.labels(train), task, pool, 0, pcfg)[0]["param"]
     with torch.no_grad():
-        vectors = {s: Fe.vectors(part, pool, param) for s, part in parts.items()}
+        vectors = {s: features.vectors(part, pool, param) for s, part in parts.items()}
     return {s: tuple(None if v is None else v.numpy().astype(np.float64) for v in uv)
             for s, uv in vectors.items()}, train
 
@@ -314,7 +316,7 @@ def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
 
 def portable(text: str) -> str:
     """A message with this machine's data folder written as $DATA_DIR, for files one commits."""
-    for folder in (data.data_dir().resolve(), data.data_dir()):
+    for folder in (data_dir().resolve(), data_dir()):
         text = text.replace(str(folder), "$DATA_DIR")
     return text
 
@@ -336,7 +338,7 @@ def compare(cfg, pair: dict, point: dict, boots: dict, examples: dict | None) ->
     point: {run: value}, boots: {run: (B,) values on the shared resamples}, examples: {run: (n,)
     per-example values} for a metric that is a mean over examples, else None."""
     sides = (pair["a"], pair["b"])
-    d = S.group_difference(tuple([point[n] for n in s] for s in sides),
+    d = stats.group_difference(tuple([point[n] for n in s] for s in sides),
                            tuple([boots[n] for n in s] for s in sides),
                            examples and tuple([examples[n] for n in s] for s in sides),
                            cfg.permutations, [cfg.seed, 5])
@@ -351,7 +353,7 @@ def adjust(comparisons: list, pairs: list, correction: str):
     """Adjusted p (p_adj) of every comparison, one family per pair: every test it counts."""
     for pair in pairs:
         family = [c for c in comparisons if c["pair"] == pair["label"] and c["p"] is not None]
-        for c, q in zip(family, S.ADJUST[correction]([c["p"] for c in family])):
+        for c, q in zip(family, stats.ADJUST[correction]([c["p"] for c in family])):
             c["p_adj"] = num_p(q)
         pair.update(family=len(family), tests=sorted({c["test"] for c in family}))
 
@@ -393,13 +395,13 @@ def pair_summary(cfg, pair: dict) -> dict:
 
 def model_rows(cfg, model, source, task, pool, splits, subset, lexical) -> tuple:
     """Per-example arrays of one model x pooling on the dev subset, lexical scores included."""
-    t, (tok, vocab, Y) = data.TASKS[task], lexical
+    t, (tok, vocab, Y) = glue.TASKS[task], lexical
     pcfg = probe_config(cfg, task, pool, model["ckpt"], model["preset"])
     vectors, train = pooled(pcfg, source, task, pool, splits)
     fit = np.sort(np.random.default_rng([cfg.seed, 3]).permutation(len(train))[:cfg.lex_train])
     Y_fit = occurs(token_ids(tok, [train[i].text_a for i in fit]), vocab)
     u, v = vectors[t.dev_splits[0]]
-    x, y = u[subset], P.labels(splits[t.dev_splits[0]])[subset]
+    x, y = u[subset], probe.labels(splits[t.dev_splits[0]])[subset]
     scores, alpha = ridge_scores(vectors["train"][0][fit], Y_fit, x, cfg.seed)
     rows = dict(x=x, xc=x - x.mean(0), scores=scores, Y=Y,
                 y=y if not t.pair and t.num_labels else None,
@@ -408,7 +410,7 @@ def model_rows(cfg, model, source, task, pool, splits, subset, lexical) -> tuple
 
 
 def analyze_task(cfg, task, splits, models, sources, result, pairs):
-    t0, dev_split = time.time(), data.TASKS[task].dev_splits[0]
+    t0, dev_split = time.time(), glue.TASKS[task].dev_splits[0]
     dev = splits[dev_split]
     subset = np.sort(np.random.default_rng(cfg.seed).permutation(len(dev))[:cfg.n])
     n, tok = len(subset), sources[models[0]["name"]].tok  # one tokenizer: the same labels for all
@@ -419,13 +421,13 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
     majority = np.broadcast_to(occurs(train_ids, vocab).mean(0) > 0.5, Y.shape)
     result["tasks"][task] = dict(split=dev_split, n=n, n_dev=len(dev),
                                  lexical_tokens=[tok.id_to_token(int(i)) for i in vocab],
-                                 lexical_majority_f1=num(S.micro_f1(majority, Y)[0]))
-    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits) for k in P.BASELINES}
+                                 lexical_majority_f1=num(stats.micro_f1(majority, Y)[0]))
+    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits) for k in probe.BASELINES}
     # the same resamples for every model: paired. The semantic probe's: of its own split
-    W = np.vstack([np.ones(n), S.resample_counts(n, cfg.bootstrap, [cfg.seed, 1])])
-    gold = {s: P.labels(splits[s]) for s in data.TASKS[task].dev_splits}
-    dev_idx = {s: S.resample_indices(len(g), cfg.bootstrap, [cfg.seed, 4]) for s, g in gold.items()}
-    primary_split = next(s for name, s, _, _ in P.metric_specs(task) if name == PRIMARY[task])
+    W = np.vstack([np.ones(n), stats.resample_counts(n, cfg.bootstrap, [cfg.seed, 1])])
+    gold = {s: probe.labels(splits[s]) for s in glue.TASKS[task].dev_splits}
+    dev_idx = {s: stats.resample_indices(len(g), cfg.bootstrap, [cfg.seed, 4]) for s, g in gold.items()}
+    primary_split = next(s for name, s, _, _ in probe.metric_specs(task) if name == PRIMARY[task])
     for pool in cfg.pools:
         values, examples = {}, {}
         for model in models:
@@ -442,7 +444,7 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
                     - (2 * m["lexical_auc"] - 1)
             m["semantic_probe"] = np.r_[sem["value"], sem["boots"]]
             examples[name] = dict(per_example(rows), semantic_probe=sem["per_example"])
-            metrics = {k: dict(value=num(v[0]), ci=rounded(S.sd_ci(v[0], v[1:])))
+            metrics = {k: dict(value=num(v[0]), ci=rounded(stats.sd_ci(v[0], v[1:])))
                        for k, v in m.items()}
             summary = probe_summary(r, task)
             metrics["semantic_probe"] = dict(value=summary["value"], ci=summary["ci"])
@@ -464,10 +466,6 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
         print(f"{task} {pool}: {len(models)} models, {time.time() - t0:.0f}s", file=sys.stderr)
 
 
-CODE = ("analyze.py", "stats.py", "probe.py", "features.py", "provenance.py", "model.py",
-        "data.py")  # the code analysis.json depends on
-
-
 def settings(cfg, models, sources, splits: dict) -> dict:
     """Everything the analysis depends on: its flags, the code, each model's weights, the data,
     and every probe result it reads (by hash; each records its own settings). Made sure of
@@ -477,15 +475,15 @@ def settings(cfg, models, sources, splits: dict) -> dict:
         for pool in cfg.pools:
             for m in models:
                 r = probe_result(cfg, task, pool, m["ckpt"], m["preset"], sources[m["name"]], sp)
-                probes[r["file"]] = R.file_hash(Path(r["file"]))
-        for kind in P.BASELINES:
+                probes[r["file"]] = provenance.file_hash(Path(r["file"]))
+        for kind in probe.BASELINES:
             if "file" in (b := baseline(cfg, task, kind, sp)):
-                probes[b["file"]] = R.file_hash(Path(b["file"]))
+                probes[b["file"]] = provenance.file_hash(Path(b["file"]))
     flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "figures")}
     return json.loads(json.dumps(dict(
-        flags=flags, code=R.code_version(CODE), weights={m["name"]: sources[m["name"]].key
+        flags=flags, code=provenance.code_version(__file__), weights={m["name"]: sources[m["name"]].key
                                                          for m in models},
-        data={t: {s: R.content_hash(e) for s, e in sp.items()} for t, sp in splits.items()},
+        data={t: {s: provenance.content_hash(e) for s, e in sp.items()} for t, sp in splits.items()},
         probes=probes)))
 
 
@@ -495,7 +493,7 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
     check(cfg)
     models = resolve_models(cfg)
     pairs = resolve_pairs(cfg, models)
-    sources = {m["name"]: Fe.open_source(probe_config(cfg, cfg.tasks[0], "mean", m["ckpt"],
+    sources = {m["name"]: features.open_source(probe_config(cfg, cfg.tasks[0], "mean", m["ckpt"],
                                                      m["preset"])) for m in models}
     result = dict(config=dataclasses.asdict(cfg), definitions=DEFINITIONS, statistics=STATISTICS,
                   tests=TESTS, models=[dict(m, d=sources[m["name"]].encoder.tok_emb.embedding_dim,
@@ -505,7 +503,7 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
     splits = {}
     for task in cfg.tasks:
         try:
-            splits[task] = P.load_splits(task)
+            splits[task] = probe.load_splits(task)
         except UserError as e:
             result["skipped"][task] = portable(str(e))
             print(f"{task}: skipped ({e})", file=sys.stderr)
@@ -513,7 +511,7 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
     result["settings"] = settings(cfg, models, sources, splits)
     if reuse and (out / "analysis.json").exists():
         old = json.loads((out / "analysis.json").read_text())
-        if not (why := R.stale(old, result["settings"])):
+        if not (why := provenance.stale(old, result["settings"])):
             print(f"analysis: {out / 'analysis.json'} reused (made with these settings)",
                   file=sys.stderr)
             return old
@@ -525,14 +523,14 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
     result["pairs"] = [pair_summary(cfg, p) for p in pairs]
     result["consistency"] = {p["label"]: consistency(result["comparisons"], p["label"])
                              for p in pairs}
-    data.atomic_write(out / "analysis.json", lambda f: f.write(json.dumps(result, indent=1)), "w")
-    figures = F.write_figures(result, out) if cfg.figures else []
-    data.atomic_write(out / "report.md", lambda f: f.write(T.analysis_report(result, figures)), "w")
+    atomic_write(out / "analysis.json", lambda f: f.write(json.dumps(result, indent=1)), "w")
+    pngs = figures.write_figures(result, out) if cfg.figures else []
+    atomic_write(out / "report.md", lambda f: f.write(markdown.analysis_report(result, pngs)), "w")
     return result
 
 
 def check(cfg: AnalyzeConfig):
-    for kind, names, valid in (("tasks", cfg.tasks, data.TASKS), ("pools", cfg.pools, P.POOLS)):
+    for kind, names, valid in (("tasks", cfg.tasks, glue.TASKS), ("pools", cfg.pools, probe.POOLS)):
         if not names or any(n not in valid for n in names):
             raise UserError(f"--{kind}={','.join(names)}: expected one or more of "
                             f"{', '.join(valid)} (comma-separated)")
@@ -540,13 +538,13 @@ def check(cfg: AnalyzeConfig):
            cfg.random_seeds) < 1:
         raise UserError("--n, --lex_k, --lex_train, --bootstrap, --permutations and "
                         "--random_seeds must be >= 1")
-    if cfg.correction not in S.ADJUST:
-        raise UserError(f"--correction={cfg.correction}: expected {' or '.join(S.ADJUST)}")
-    P.check_names(probe_config(cfg, cfg.tasks[0], cfg.pools[0], "random"))
+    if cfg.correction not in stats.ADJUST:
+        raise UserError(f"--correction={cfg.correction}: expected {' or '.join(stats.ADJUST)}")
+    probe.check_names(probe_config(cfg, cfg.tasks[0], cfg.pools[0], "random"))
 
 
 def main(argv):
-    cfg, _ = data.parse_flags(argv, AnalyzeConfig())
+    cfg, _ = parse_flags(argv, AnalyzeConfig())
     t0 = time.time()
     r = analyze(cfg)
     print(f"{len(r['cells'])} cells, {len(r['comparisons'])} comparisons, skipped: "
@@ -556,4 +554,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)

@@ -8,9 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import data
-import model as M
-from data import UserError
+import model
+from lib.cli import UserError, parse_flags
 
 
 @dataclass
@@ -93,7 +92,7 @@ def default_preset(cuda: bool) -> str:
 
 def resolve_config(argv, cuda: bool):
     """Flags -> a complete TrainConfig, plus the keys the user set and why the preset was chosen."""
-    cfg, _ = data.parse_flags(argv, TrainConfig())
+    cfg, _ = parse_flags(argv, TrainConfig())
     explicit = {a[2:].partition("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
     why = "given"
     if not cfg.preset:
@@ -117,8 +116,8 @@ def resolve_config(argv, cuda: bool):
 
 
 def validate(cfg: TrainConfig):
-    if cfg.mode not in M.MODES:
-        raise UserError(f"--mode={cfg.mode}: expected one of {', '.join(M.MODES)}")
+    if cfg.mode not in model.MODES:
+        raise UserError(f"--mode={cfg.mode}: expected one of {', '.join(model.MODES)}")
     for key in ("seq_len", "d_model", "n_layers", "n_heads", "pred_dim", "pred_depth",
                 "batch_size", "max_steps", "log_every", "ckpt_every", "collapse_every",
                 "num_pred_masks"):
@@ -152,14 +151,14 @@ def validate(cfg: TrainConfig):
     if cfg.jepa_context not in ("corrupted", "clean"):
         raise UserError(f"--jepa_context={cfg.jepa_context}: expected corrupted or clean")
     try:
-        M.parse_lambda_mode(cfg.lambda_mode)
+        model.parse_lambda_mode(cfg.lambda_mode)
     except ValueError as e:
         raise UserError(f"--{e}") from None
 
 
-def model_config(cfg: TrainConfig, vocab_size: int) -> M.ModelConfig:
-    return M.ModelConfig(vocab_size=vocab_size, **{f.name: getattr(cfg, f.name)
-                                                   for f in dataclasses.fields(M.ModelConfig)
+def model_config(cfg: TrainConfig, vocab_size: int) -> model.ModelConfig:
+    return model.ModelConfig(vocab_size=vocab_size, **{f.name: getattr(cfg, f.name)
+                                                   for f in dataclasses.fields(model.ModelConfig)
                                                    if f.name != "vocab_size"})
 
 

@@ -1,146 +1,25 @@
-"""Everything before the model: downloads, corpora, tokenizers, packed token files, GLUE tasks.
+"""Everything before the model: tokenizers, corpora and the packed token rows a batch is drawn from.
 
-The two maskers (MLM corruption, JEPA spans) live in masks.py; the command-line plumbing shared
-by every stage (flags, user errors, atomic writes) in cli.py.
+Downloads and DATA_DIR are in lib/download.py, the GLUE tasks in lib/glue.py; the two maskers
+(MLM corruption, JEPA spans) in masks.py.
 """
-import contextlib
-import csv
 import dataclasses
-import fcntl
 import hashlib
 import itertools
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
-import typing
-import zipfile
-import zlib
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import requests
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from cli import UserError, atomic_write, make_folder, parse_flags, run_cli  # noqa: F401 (data.X)
-
-
-# ----------------------------------------------------------------------------- paths
-
-def data_dir() -> Path:
-    """Where downloads and prepared files live: $DATA_DIR, else ~/.cache/predict-reconstruct."""
-    return Path(os.environ.get("DATA_DIR") or "~/.cache/predict-reconstruct").expanduser()
-
-
-# ----------------------------------------------------------------------------- downloads
-
-RETRY_BACKOFF = 1.0  # seconds before the 2nd attempt, doubled after each failure (tests set 0)
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    """Hold a lock tied to path, so that processes preparing the same thing at once (every DDP
-    rank calls load_rows) do it one after the other, and the later ones find it done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def _progress(what: str, done: int, total: int):
-    """A self-overwriting status line on stderr; the caller ends it with a newline."""
-    pct = f" ({100 * done / total:.0f}%)" if total else ""
-    print(f"\r{what}: {done / 1e6:.1f} MB{pct}", end="", file=sys.stderr, flush=True)
-
-
-def download(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
-             retries: int = 3, timeout: float = 30.0) -> Path:
-    """Fetch url to dest unless a good copy is there. Streams into dest.part, checks size and
-    sha256, renames: dest is complete or absent, never half-written. Connection errors and 5xx
-    are retried with backoff; other HTTP errors and bad checksums are not (same answer again)."""
-    dest, why = Path(dest), "no attempt"
-    if dest.exists() and (sha256 is None or _sha256(dest) == sha256):
-        return dest
-    stale = " (the file there now has another sha256)" if dest.exists() else ""
-    part = dest.with_suffix(dest.suffix + ".part")
-    try:
-        for attempt in range(retries):
-            time.sleep(RETRY_BACKOFF * 2 ** (attempt - 1) if attempt else 0)
-            try:
-                with requests.get(url, stream=True, timeout=timeout) as r:
-                    why = f"HTTP {r.status_code}"
-                    if r.status_code >= 500:
-                        continue
-                    if r.status_code != 200:
-                        break
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    total = size or int(r.headers.get("Content-Length", 0))
-                    h, n = hashlib.sha256(), 0
-                    with open(part, "wb") as f:
-                        for block in r.iter_content(1 << 20):
-                            f.write(block)
-                            h.update(block)
-                            n += len(block)
-                            _progress(f"downloading {dest.name}", n, total)
-                    print(file=sys.stderr)
-            except requests.RequestException as e:  # refused, reset, timed out, cut short
-                why = type(e).__name__
-                continue
-            if size is not None and n != size:
-                why = f"got {n} bytes, expected {size}"
-            elif sha256 is not None and h.hexdigest() != sha256:
-                why = f"sha256 mismatch: got {h.hexdigest()}"
-            else:
-                os.replace(part, dest)
-                return dest
-            break
-    finally:
-        part.unlink(missing_ok=True)
-    check = f" (sha256 {sha256})" if sha256 else f" ({size} bytes)" if size else ""
-    raise UserError(f"could not download {url} ({why}); place the file by hand at {dest}{check}"
-                    f"{stale} or set DATA_DIR to a folder that has it")
-
-
-def fetch_archive(url: str, zip_name: str, sha256: str, expect: list[str]) -> Path:
-    """Make sure the files `expect` (paths under data_dir() in the official extracted layout,
-    e.g. glue/SST-2/train.tsv) exist, else download the zip into data_dir()/downloads and
-    extract it. Returns data_dir()."""
-    root = data_dir()
-    if all((root / p).exists() for p in expect):
-        return root
-    archive = download(url, root / "downloads" / zip_name, sha256)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        try:
-            with zipfile.ZipFile(archive) as z:
-                z.extractall(tmp)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-            raise UserError(f"{archive} is not a readable zip ({e}); "
-                            "delete it and re-run") from None
-        # The zip holds SST-2/train.tsv where we want glue/SST-2/train.tsv: find that prefix.
-        parts = Path(expect[0]).parts
-        prefix = next((Path(*parts[:i]) for i in range(len(parts))
-                       if (tmp / Path(*parts[i:])).is_file()), None)
-        for f in sorted(tmp.rglob("*")) if prefix is not None else []:
-            target = root / prefix / f.relative_to(tmp)
-            if f.is_file() and not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, target)  # a rename per file: nobody ever sees half a file
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if missing := [p for p in expect if not (root / p).exists()]:
-        raise UserError(f"{archive} has no {missing[0]}; delete the zip and re-run")
-    return root
+from lib.cli import UserError, atomic_write, parse_flags, run_cli
+from lib.download import data_dir, download, exclusive, fetch_archive, progress
+from lib.glue import glue_summary
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -183,7 +62,7 @@ def load_tokenizer(name: str, corpus: str | None = None) -> Tokenizer:
     path = data_dir() / "tokens" / _slug(corpus) / name / "tokenizer.json"
     if not path.exists():
         _corpus_files(corpus, "train")  # an unknown corpus fails here, before any folder is made
-    with _exclusive(path):  # training is not deterministic: it must happen once, then be shared
+    with exclusive(path):  # training is not deterministic: it must happen once, then be shared
         if not path.exists():
             tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
             # Specials first, so [PAD] = 0 as in BERT. Characters rarer than the 1000 most common
@@ -266,7 +145,7 @@ def _lines(corpus: str, split: str, stats: dict, what: str):
         with open(path, "rb") as f:
             for raw in f:
                 if (read + len(raw)) >> 23 != read >> 23:  # every 8 MB
-                    _progress(what, read + len(raw), total)
+                    progress(what, read + len(raw), total)
                 read += len(raw)
                 try:
                     text, bad = raw.decode().strip(), 0
@@ -290,7 +169,7 @@ def _lines(corpus: str, split: str, stats: dict, what: str):
                     stats["bytes"] += len(raw)
                     stats["decode_errors"] += bad
                     yield text
-    _progress(what, read, total)
+    progress(what, read, total)
     print(file=sys.stderr)
 
 
@@ -333,7 +212,7 @@ def prepare_corpus(corpus: str, tokenizer: str, seq_len: int = 128) -> dict:
             raise UserError(f"--seq_len={seq_len}: must be at least 8 ([CLS], [SEP] and room "
                             "for masked spans)")
         _corpus_files(corpus, "train")  # an unknown corpus fails here, before any folder is made
-        with _exclusive(out):
+        with exclusive(out):
             if not (out / "meta.json").exists():  # else another process built it while we waited
                 _build_corpus(corpus, tokenizer, seq_len, out)
     return json.loads((out / "meta.json").read_text())
@@ -404,106 +283,6 @@ def batch_rows(rows: np.ndarray, step: int, batch_size: int, seed: int,
     return np.asarray(rows[idx[lo:hi]], dtype=np.int64)
 
 
-# ----------------------------------------------------------------------------- GLUE
-
-class Example(typing.NamedTuple):
-    text_a: str
-    text_b: str | None
-    label: int | float
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    name: str
-    folder: str  # data_dir()/glue/<folder>, as the official archives name it
-    pair: bool
-    num_labels: int  # 0 = regression (stsb)
-    dev_splits: tuple[str, ...] = ("dev",)
-
-
-TASKS = {t.name: t for t in (
-    Task("sst2", "SST-2", False, 2), Task("mrpc", "MRPC", True, 2), Task("qqp", "QQP", True, 2),
-    Task("mnli", "MNLI", True, 3, ("dev_matched", "dev_mismatched")),
-    Task("cola", "CoLA", False, 2), Task("stsb", "STS-B", True, 0))}
-GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
-GLUE_ZIPS = {  # sha256s from HF datasets. Some copies of download_glue_data.py swap QQP and STS-B.
-    "sst2": ("SST-2.zip", "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
-    "cola": ("CoLA.zip", "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
-    "stsb": ("STS-B.zip", "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
-    "qqp": ("QQP-clean.zip", "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0"),
-    "mnli": ("MNLI.zip", "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633")}
-MRPC_RAW = {  # no GLUE zip for MRPC: train/dev are rebuilt from the MSR corpus and GLUE's dev ids
-    "msr_paraphrase_train.txt": (
-        "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt",
-        "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89"),
-    "dev_ids.tsv": ("https://dl.fbaipublicfiles.com/glue/data/mrpc_dev_ids.tsv",
-                    "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7")}
-COLUMNS = {  # (text_a, text_b, label): header names, or positions in CoLA, which has no header
-    "sst2": ("sentence", None, "label"), "cola": (3, None, 1),
-    "stsb": ("sentence1", "sentence2", "score"), "mrpc": ("#1 String", "#2 String", "Quality"),
-    "qqp": ("question1", "question2", "is_duplicate"),
-    "mnli": ("sentence1", "sentence2", "gold_label")}
-LABELS = {"mnli": {"entailment": 0, "neutral": 1, "contradiction": 2}}  # else "0"/"1"; stsb floats
-
-
-def _read_tsv(path: Path, task: Task) -> list[Example]:
-    labels, examples = LABELS.get(task.name, {"0": 0, "1": 1}), []
-    # QUOTE_NONE: quotes are text (some sentences hold an unbalanced "); utf-8-sig drops MRPC's BOM
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = None if task.name == "cola" else next(reader, [])
-        width, cols = len(header) if header is not None else 4, COLUMNS[task.name]
-        if header is not None and not set(cols) - {None} <= set(header):
-            raise UserError(f"{path}: the header lacks one of {cols}; delete the file and re-run")
-        a, b, y = (c if header is None or c is None else header.index(c) for c in cols)
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(row) != width:
-                raise UserError(f"{where}: {len(row)} tab-separated columns instead of {width}; "
-                                "delete the file and re-run")
-            try:
-                label = labels[row[y]] if task.num_labels else float(row[y])
-            except (KeyError, ValueError):
-                valid = ", ".join(labels) if task.num_labels else "a number"
-                raise UserError(f"{where}: label {row[y]!r} is not {valid}") from None
-            examples.append(Example(row[a], None if b is None else row[b], label))
-    return examples
-
-
-def build_mrpc(folder: Path):
-    """MRPC's train.tsv and dev.tsv from msr_paraphrase_train.txt, as download_glue_data.py builds
-    them: a stripped row goes to dev when its (#1 ID, #2 ID) is in dev_ids.tsv, else to train;
-    both files start with the raw header line, byte-order mark included."""
-    with open(folder / "dev_ids.tsv", encoding="utf-8") as f:
-        dev_ids = {tuple(line.strip().split("\t")) for line in f}
-    split = {"train": [], "dev": []}
-    with open(folder / "msr_paraphrase_train.txt", encoding="utf-8") as f:
-        header = f.readline()
-        for number, line in enumerate(f, 2):
-            if len(fields := line.strip().split("\t")) != 5:
-                raise UserError(f"{f.name}:{number}: {len(fields)} tab-separated fields instead "
-                                "of 5; delete the file and re-run")
-            split["dev" if tuple(fields[1:3]) in dev_ids else "train"].append("\t".join(fields))
-    for name, rows in split.items():
-        atomic_write(folder / f"{name}.tsv", lambda f: f.write(
-            (header + "".join(row + "\n" for row in rows)).encode()))
-
-
-def glue_task(name: str) -> dict[str, list[Example]]:
-    """The task's train split and official dev split(s), as Examples; downloads on first use."""
-    if name not in TASKS:
-        raise UserError(f"unknown GLUE task {name!r}; valid tasks: {', '.join(TASKS)}")
-    task = TASKS[name]
-    files = {s: f"glue/{task.folder}/{s}.tsv" for s in ("train", *task.dev_splits)}
-    if name == "mrpc" and not all((data_dir() / f).exists() for f in files.values()):
-        for raw, (url, sha256) in MRPC_RAW.items():
-            download(url, data_dir() / "glue/MRPC" / raw, sha256)
-        build_mrpc(data_dir() / "glue/MRPC")
-    elif name != "mrpc":
-        fetch_archive(GLUE_URL + GLUE_ZIPS[name][0], *GLUE_ZIPS[name], list(files.values()))
-    return {s: _read_tsv(data_dir() / f, task) for s, f in files.items()}
-
-
 # ----------------------------------------------------------------------------- command line
 
 @dataclasses.dataclass
@@ -516,17 +295,6 @@ class CorpusArgs:
 @dataclasses.dataclass
 class GlueArgs:
     task: str = "sst2"
-
-
-def glue_summary(name: str) -> dict:
-    splits = {}
-    for split, examples in glue_task(name).items():
-        y = [e.label for e in examples]
-        splits[split] = {"n": len(y), **({"labels": dict(sorted(Counter(y).items()))}
-                                         if TASKS[name].num_labels else
-                                         {"mean": round(float(np.mean(y)), 4), "min": min(y),
-                                          "max": max(y)})}
-    return {"task": name, "splits": splits}
 
 
 def main(argv: list[str]):

@@ -21,9 +21,9 @@ from tokenizers import Tokenizer
 from torch.nn.utils.rnn import pad_sequence
 
 import data
-import model as M
-import provenance as R
-from data import UserError
+import model
+from lib import provenance
+from lib.cli import UserError, atomic_write
 
 BASELINES = ("majority", "bow")
 MAX_LEN = 128           # tokens per sentence, [CLS] and [SEP] included
@@ -63,12 +63,12 @@ def open_source(cfg) -> Source:
         mcfg, tok, what = random_recipe(cfg)
         with torch.random.fork_rng():  # the project's init (std 0.02, depth-scaled residuals)
             torch.manual_seed(seed)
-            encoder = M.PredictReconstruct(mcfg).encoder
+            encoder = model.PredictReconstruct(mcfg).encoder
         arch = hashlib.sha256(f"{sorted(vars(mcfg).items())}|{tok.to_str()}".encode())
         key = f"random-{what}-{arch.hexdigest()[:12]}-{seed}"
         results = Path(cfg.out or f"out/random-{cfg.preset}{f'-s{seed}' if seed else ''}/probe")
     else:
-        encoder, tok, _ = M.load_encoder(cfg.ckpt, cfg.encoder)
+        encoder, tok, _ = model.load_encoder(cfg.ckpt, cfg.encoder)
         with open(cfg.ckpt, "rb") as f:
             key = f"{hashlib.file_digest(f, 'sha256').hexdigest()[:16]}-{cfg.encoder}"
         results = Path(cfg.out or Path(cfg.ckpt).parent / "probe")
@@ -94,8 +94,8 @@ def random_recipe(cfg):
     """(model config, tokenizer, name) of a random-weight encoder: those of the checkpoint
     --random_like when given (the arms it is a baseline for), else of the preset."""
     if cfg.random_like:
-        ckpt = M.load_checkpoint(cfg.random_like)
-        mcfg = M.ModelConfig(**dict(ckpt["model_config"], mode="mlm"))
+        ckpt = model.load_checkpoint(cfg.random_like)
+        mcfg = model.ModelConfig(**dict(ckpt["model_config"], mode="mlm"))
         return mcfg, Tokenizer.from_str(ckpt["tokenizer"]), "like"
     from config import PRESETS
     if cfg.preset not in PRESETS:
@@ -103,7 +103,7 @@ def random_recipe(cfg):
     p = PRESETS[cfg.preset]
     tok = data.load_tokenizer(p["tokenizer"], p["corpus"])
     sizes = {k: p[k] for k in ("d_model", "n_layers", "n_heads", "pred_dim", "pred_depth")}
-    mcfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), mode="mlm",
+    mcfg = model.ModelConfig(vocab_size=tok.get_vocab_size(), mode="mlm",
                          seq_len=p.get("seq_len", 128), **sizes)
     return mcfg, tok, cfg.preset
 
@@ -183,7 +183,7 @@ def load_cache(path: Path) -> dict | None:
 def cache_path(source: Source, task: str, split: str, kind: str, texts_a, texts_b) -> Path:
     """One file per (weights, task, split, its texts, kind, device, dtype): bf16 CUDA features
     and fp32 CPU ones differ, so they never stand in for each other."""
-    texts = R.content_hash([texts_a, texts_b])
+    texts = provenance.content_hash([texts_a, texts_b])
     key = hashlib.sha256(f"{source.key}|{task}|{split}|{texts}|{kind}|{source.device}|"
                          f"{source.dtype}".encode()).hexdigest()[:16]
     return source.results / "cache" / f"{task}-{split}-{kind}-{key}.pt"
@@ -230,7 +230,7 @@ def split_features(cfg, source: Source, task: str, split: str, kinds, texts_a, t
     print(f" {time.time() - t0:.1f}s", file=sys.stderr)
     for kind in make:
         a, b = side[0][kind], side[1] and side[1][kind]
-        data.atomic_write(path(kind), lambda f: torch.save(dict(tokenizer=source.tok_hash, a=a,
+        atomic_write(path(kind), lambda f: torch.save(dict(tokenizer=source.tok_hash, a=a,
                                                                 b=b), f))
         if kind in kinds:
             got[kind] = (a, b)

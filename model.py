@@ -364,7 +364,7 @@ CKPT_FORMAT = "predict-reconstruct/ckpt-v1"
 def load_checkpoint(path) -> dict:
     """Read a checkpoint of this project. A corrupt or missing newest file falls back to the
     previous one (train.py keeps it until a new one is complete), with a warning."""
-    from data import UserError
+    from lib.cli import UserError
     path = Path(path)
     candidates = [path] + ([path.with_name("ckpt-prev.pt")] if path.name == "ckpt.pt" else [])
     errors = []
@@ -391,7 +391,7 @@ def load_encoder(ckpt_path, which: str = "online"):
     """The frozen encoder of a checkpoint for probes and analysis -> (encoder, tokenizer, config).
     which = online (the trained encoder) or target (its EMA copy; hybrid and jepa runs only)."""
     from tokenizers import Tokenizer
-    from data import UserError
+    from lib.cli import UserError
     if which not in ("online", "target"):
         raise UserError(f"encoder {which!r}: expected online or target")
     ckpt = load_checkpoint(ckpt_path)

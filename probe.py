@@ -28,12 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import data
-import provenance as R
-import stats as S
-from data import UserError
+from lib import provenance
+from lib import stats
 from features import (BASELINES, MAX_LEN, Source, bow_parts, featurize, fixed_part, open_source,
                       split_features, token_part, vectors)
+from lib import glue
+from lib.download import data_dir
+from lib.cli import UserError, atomic_write, parse_flags, run_cli
 
 
 @dataclass
@@ -75,17 +76,17 @@ def metric_specs(task: str, pool: str = "mean") -> list:
     STS-B adds the cos(u, v) Spearman of the pooled vectors, no head: zero-shot for mean and max
     pooling, but a trained pooler was fitted on STS-B's train labels, so there it is named
     cos_spearman_trained_pooler."""
-    splits = data.TASKS[task].dev_splits
+    splits = glue.TASKS[task].dev_splits
     specs = [(m if len(splits) == 1 else f"{m}_{s.removeprefix('dev_')}", s, "pred",
-              S.METRIC_FNS[m]) for s in splits for m in METRICS[task]]
+              stats.METRIC_FNS[m]) for s in splits for m in METRICS[task]]
     cos = "cos_spearman_trained_pooler" if pool in TRAINED_POOLS else "cos_spearman"
-    return specs + ([(cos, "dev", "cos", S.spearman)] if task == "stsb" else [])
+    return specs + ([(cos, "dev", "cos", stats.spearman)] if task == "stsb" else [])
 
 
 def summarize(task: str, pool: str, outputs: list[dict], gold: dict, resamples: int):
     """Mean over seeds of each metric, per-seed values, and a percentile bootstrap 95% CI over
     dev examples in which each resample averages the metric over the seeds."""
-    idx = {s: S.resample_indices(len(g), resamples, [BOOTSTRAP_SEED, i])
+    idx = {s: stats.resample_indices(len(g), resamples, [BOOTSTRAP_SEED, i])
            for i, (s, g) in enumerate(gold.items())}
     metrics, ci, per_seed = {}, {}, {}
     for name, split, key, fn in metric_specs(task, pool):
@@ -94,8 +95,8 @@ def summarize(task: str, pool: str, outputs: list[dict], gold: dict, resamples: 
         preds = [o[split][key] for o in outputs]
         per_seed[name] = [round(100 * float(fn(p, gold[split])), 4) for p in preds]
         metrics[name] = round(float(np.mean(per_seed[name])), 4)
-        boots = 100 * S.seed_mean(fn, preds, gold[split], idx[split])
-        ci[name] = [round(v, 4) for v in S.percentile_ci(boots)]
+        boots = 100 * stats.seed_mean(fn, preds, gold[split], idx[split])
+        ci[name] = [round(v, 4) for v in stats.percentile_ci(boots)]
     return metrics, ci, per_seed
 
 
@@ -193,7 +194,7 @@ def select_and_fit(part: dict, y: np.ndarray, task: str, pool: str, seed: int,
     perm = np.random.default_rng(seed).permutation(len(y))
     n_held = max(1, round(cfg.heldout * len(y)))
     held, rest = np.sort(perm[:n_held]), np.sort(perm[n_held:])
-    num_labels = data.TASKS[task].num_labels
+    num_labels = glue.TASKS[task].num_labels
     if pool in TRAINED_POOLS:
         start = init_param(pool, part, seed)
         l2 = l2_path(fixed_part(*vectors(part, pool, start)), y, held, rest, task, seed, cfg)[0]
@@ -213,7 +214,7 @@ def l2_path(part: dict, y, held, rest, task: str, seed: int, cfg: ProbeConfig):
     every strength tried); a tie keeps the stronger, simpler one. While the best is the
     strongest or the weakest tried, the path goes on 10x beyond it (at most cfg.l2_extend
     times), so that the choice is interior wherever that many steps find it."""
-    num_labels, score_fn = data.TASKS[task].num_labels, S.METRIC_FNS[METRICS[task][0]]
+    num_labels, score_fn = glue.TASKS[task].num_labels, stats.METRIC_FNS[METRICS[task][0]]
     tried = {}  # l2 -> (fit, held-out score)
 
     def step(l2, init):
@@ -248,7 +249,6 @@ def cosine(u, v) -> np.ndarray:
 # ----------------------------------------------------------------------------- settings
 # A result is reused (by analyze.py and paper.py) only when every setting that made it matches.
 
-CODE = ("probe.py", "features.py", "stats.py", "provenance.py", "model.py", "data.py")
 NOT_SETTINGS = ("task", "pool", "ckpt", "random_like", "out", "json", "device")  # identity,
 # or in Source (its key)
 BASELINE_IGNORES = ("encoder", "preset", "pooler_cap", "batch_size")  # no encoder, no pooler
@@ -262,8 +262,8 @@ def settings(cfg: ProbeConfig, source: Source, task: str, pool: str, splits: dic
     flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     return json.loads(json.dumps(dict(
         task=task, pool=pool, weights=source.key, device=source.device, dtype=source.dtype,
-        flags=flags, data={s: R.content_hash(e) for s, e in splits.items()},
-        code=R.code_version(CODE))))  # tuples -> lists
+        flags=flags, data={s: provenance.content_hash(e) for s, e in splits.items()},
+        code=provenance.code_version(__file__))))  # tuples -> lists
 
 
 def result_path(source: Source, task: str, pool: str) -> Path:
@@ -278,13 +278,13 @@ def labels(examples) -> np.ndarray:
 
 def load_splits(task: str) -> dict:
     """The task's train and dev splits, checked: no empty split, no label outside the task's set."""
-    t, splits = data.TASKS[task], data.glue_task(task)
+    t, splits = glue.TASKS[task], glue.glue_task(task)
     for split, examples in splits.items():
         y = labels(examples)
         bad = ~np.isfinite(y) if t.num_labels == 0 else ~np.isin(y, range(t.num_labels))
         what = "no examples" if not len(y) else f"label {y[bad][0]:g}" if bad.any() else ""
         if what:
-            raise UserError(f"{task} {split}: {what} in {data.data_dir() / 'glue' / t.folder}; "
+            raise UserError(f"{task} {split}: {what} in {data_dir() / 'glue' / t.folder}; "
                             "restore the official file (or delete it to download it again)")
     return splits
 
@@ -314,7 +314,7 @@ def run_kinds(cfg: ProbeConfig, pool: str) -> list:
 def build_parts(cfg, source: Source, task: str, splits: dict, pool: str) -> dict:
     """The head's inputs of every split given (train: the whole split; the pooling's subset of
     it is taken here), from features that one encoder pass per split makes for every pooling."""
-    pair = data.TASKS[task].pair
+    pair = glue.TASKS[task].pair
     texts = {s: ([e.text_a for e in ex], [e.text_b for e in ex] if pair else None)
              for s, ex in splits.items()}
     rows, cap = subset_rows(cfg, pool, len(splits.get("train", ())))
@@ -343,7 +343,7 @@ def build_parts(cfg, source: Source, task: str, splits: dict, pool: str) -> dict
 
 def probe_task(cfg: ProbeConfig, source: Source, task: str, pool: str, splits=None) -> dict:
     """Probe one (task, pooling) with cfg.seeds seeds -> the result dict written as JSON."""
-    t0, t = time.time(), data.TASKS[task]
+    t0, t = time.time(), glue.TASKS[task]
     splits = splits or load_splits(task)
     train, cap = train_subset(cfg, pool, splits["train"])
     y, gold = labels(train), {s: labels(splits[s]) for s in t.dev_splits}
@@ -427,7 +427,7 @@ def write_summary(folder: Path):
     lines = ["# Probe results", "",
              "Frozen-encoder linear probes (probe.py). Percent; mean over probe seeds, [95% "
              "bootstrap CI over dev examples]. Generated from the JSON files in this folder.", ""]
-    for task in [t for t in data.TASKS if any(r["task"] == t for r in results)]:
+    for task in [t for t in glue.TASKS if any(r["task"] == t for r in results)]:
         rows = sorted((r for r in results if r["task"] == task),
                       key=lambda r: (r["ckpt"], (POOLS + ("-",)).index(r["pool"])))
         names = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
@@ -438,13 +438,13 @@ def write_summary(folder: Path):
             lines.append(f"| {r['ckpt']} | {r['encoder']} | {r['pool']} | " + " | ".join(cells)
                          + f" | {r['n_train']:,} | {r['n_dev']:,} | {len(r['seeds'])} |")
         lines.append("")
-    data.atomic_write(folder / "summary.md", lambda f: f.write("\n".join(lines)), mode="w")
+    atomic_write(folder / "summary.md", lambda f: f.write("\n".join(lines)), mode="w")
 
 
 def check_names(cfg: ProbeConfig):
-    tasks = list(data.TASKS) if "all" in cfg.task else list(cfg.task)
+    tasks = list(glue.TASKS) if "all" in cfg.task else list(cfg.task)
     pools = list(POOLS) if "all" in cfg.pool else list(cfg.pool)
-    for kind, names, valid in (("task", tasks, list(data.TASKS)), ("pool", pools, list(POOLS))):
+    for kind, names, valid in (("task", tasks, list(glue.TASKS)), ("pool", pools, list(POOLS))):
         bad = [n for n in names if n not in valid]
         if bad or not names:
             raise UserError(f"--{kind}={','.join(bad)}: expected one or more of "
@@ -458,7 +458,7 @@ def check_names(cfg: ProbeConfig):
 
 def probe_and_save(cfg: ProbeConfig, source: Source, task: str, pool: str, splits) -> dict:
     """Probe one (task, pooling), save it (JSON, predictions, summary.md), print its line."""
-    r = R.save_result(probe_task(cfg, source, task, pool, splits),
+    r = provenance.save_result(probe_task(cfg, source, task, pool, splits),
                       result_path(source, task, pool))
     write_summary(source.results)
     print(json.dumps(r) if cfg.json else format_line(r), flush=True)
@@ -482,7 +482,7 @@ def run_probe(cfg: ProbeConfig, reuse: bool = False, source: Source | None = Non
             continue
         for pool in pools if source.kind == "encoder" else ["-"]:
             path = result_path(source, task, pool)
-            r, why = (R.reusable(path, settings(cfg, source, task, pool, splits)) if reuse
+            r, why = (provenance.reusable(path, settings(cfg, source, task, pool, splits)) if reuse
                       else (None, ""))
             if r is None and reuse and why != "no result yet":
                 print(f"probe: {path} is not reused: {why}; probing again", file=sys.stderr)
@@ -494,7 +494,7 @@ def run_probe(cfg: ProbeConfig, reuse: bool = False, source: Source | None = Non
 
 
 def main(argv):
-    cfg, _ = data.parse_flags(argv, ProbeConfig())
+    cfg, _ = parse_flags(argv, ProbeConfig())
     _, missing = run_probe(cfg)
     if missing:
         raise UserError(f"{len(missing)} task(s) not probed: "
@@ -503,4 +503,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)

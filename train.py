@@ -31,11 +31,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
-import hardware as H
+from lib import hardware
 import masks
-import model as M
+import model
 from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
-from data import UserError
+from lib.download import data_dir
+from lib.cli import UserError, atomic_write, make_folder, run_cli
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
 
@@ -123,13 +124,13 @@ class Prefetcher:
         self.thread.join()
 
 
-def batch_flops(mcfg: M.ModelConfig, batch, batch_size: int) -> int:
+def batch_flops(mcfg: model.ModelConfig, batch, batch_size: int) -> int:
     """FLOPs of a step of the global batch (batch_size rows) with this batch's mask sizes."""
-    return M.step_flops(mcfg, batch_size, batch["context_idx"].shape[1],
+    return model.step_flops(mcfg, batch_size, batch["context_idx"].shape[1],
                         batch["target_idx"].shape[1], batch["mlm_pos"].shape[1])
 
 
-def plan_steps(cfg: TrainConfig, mcfg: M.ModelConfig, specials, vocab_size, rows) -> tuple:
+def plan_steps(cfg: TrainConfig, mcfg: model.ModelConfig, specials, vocab_size, rows) -> tuple:
     """(total steps, mean FLOPs per step). With max_flops the step count is the budget divided by
     the mean cost of the first 64 steps' actual masks (mask sizes vary a little per step)."""
     sample = [batch_flops(mcfg, make_batch(rows, s, cfg, specials, vocab_size), cfg.batch_size)
@@ -190,8 +191,8 @@ class Run:
     """What a training process holds: the model, its (DDP-wrapped, compiled) forward, the
     optimizer, and how the global batch is split over processes and micro-batches."""
     cfg: TrainConfig
-    mcfg: M.ModelConfig
-    raw: M.PredictReconstruct
+    mcfg: model.ModelConfig
+    raw: model.PredictReconstruct
     net: torch.nn.Module        # raw, or DDP(raw)
     forward: object             # net, or torch.compile(net)
     opt: torch.optim.Optimizer
@@ -211,16 +212,16 @@ class Run:
 
 
 def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:
-    device = H.pick_device(cfg)
+    device = hardware.pick_device(cfg)
     micro = cfg.micro_batch or cfg.batch_size // world
     accum = cfg.batch_size // (world * micro)
     if accum * world * micro != cfg.batch_size:
         raise UserError(f"--batch_size={cfg.batch_size} must equal processes ({world}) x "
                         f"--micro_batch ({micro}) x an integer")
     mcfg = model_config(cfg, vocab_size)
-    H.set_deterministic(cfg)
+    hardware.set_deterministic(cfg)
     torch.manual_seed(cfg.seed)
-    raw = M.PredictReconstruct(mcfg).to(device)
+    raw = model.PredictReconstruct(mcfg).to(device)
     decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]  # biases, LN, w
     # fused AdamW: one kernel, and it reads `found_inf` to skip a bad step without a host sync
@@ -273,7 +274,7 @@ def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = Fa
             dist.all_reduce(losses)
         run.raw.observe_losses(losses, bad)
     if run.raw.target_encoder is not None:
-        M.ema_update(run.raw.target_encoder, run.raw.encoder, momentum_at(step, cfg, total))
+        model.ema_update(run.raw.target_encoder, run.raw.encoder, momentum_at(step, cfg, total))
     return stats, grad_norm, bad
 
 
@@ -285,7 +286,7 @@ def main(argv):
     out = Path(cfg.out)
     ckpt = None
     if cfg.resume:
-        ckpt = M.load_checkpoint(out / "ckpt.pt")
+        ckpt = model.load_checkpoint(out / "ckpt.pt")
         cfg = check_resume(cfg, explicit, ckpt)
     elif (out / "ckpt.pt").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or "
@@ -296,7 +297,7 @@ def main(argv):
                         f"the run in {out} was trained with; restore it or start a new --out")
     specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
     if world > 1:
-        H.pick_device(cfg)
+        hardware.pick_device(cfg)
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
         flag_group = dist.new_group(backend="gloo")  # host-side flags, whatever the backend
     run = build_run(cfg, vocab_size, rank, world)
@@ -308,11 +309,11 @@ def main(argv):
         opt.load_state_dict(ckpt["optimizer"])
         step, flops_done, tokens_done = ckpt["step"], ckpt["flops"], ckpt["tokens"]
         torch.set_rng_state(ckpt["rng"])
-    peak = H.device_peak_flops(cfg.device, cfg.dtype)
+    peak = hardware.device_peak_flops(cfg.device, cfg.dtype)
 
-    counts = M.param_counts(raw)
+    counts = model.param_counts(raw)
     if rank == 0:
-        data.make_folder(out)
+        make_folder(out)
         print(f"preset {cfg.preset} ({why}) | mode {cfg.mode} | {cfg.device} {cfg.dtype}"
               f"{' compiled' if run.compiled else ''} x{world} | params "
               + " ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())
@@ -321,7 +322,7 @@ def main(argv):
               f"{total * flops_per_step:.2e} FLOPs" + (f" | resuming at {step}" if step else ""),
               flush=True)
         if ckpt is None:
-            data.atomic_write(out / "config.json", lambda f: f.write(json.dumps(dict(
+            atomic_write(out / "config.json", lambda f: f.write(json.dumps(dict(
                 config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(mcfg),
                 params=counts, planned_steps=total, flops_per_step=flops_per_step,
                 device=torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
@@ -337,7 +338,7 @@ def main(argv):
     def checkpoint():
         if rank == 0:
             save_checkpoint(out, dict(
-                format=M.CKPT_FORMAT, config=dataclasses.asdict(cfg),
+                format=model.CKPT_FORMAT, config=dataclasses.asdict(cfg),
                 model_config=dataclasses.asdict(mcfg), model=raw.state_dict(),
                 optimizer=opt.state_dict(), step=step, flops=flops_done, tokens=tokens_done,
                 rng=torch.get_rng_state(), tokenizer=tok.to_str()))
@@ -364,7 +365,7 @@ def main(argv):
     t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
     t_ckpt, start_step, stopping, compile_info = time.perf_counter(), step, False, {}
     keep = {max(1, round(f * total)): f for f in cfg.keep_at}  # step -> fraction
-    compile_before = H.compile_counts()
+    compile_before = hardware.compile_counts()
     try:
         while step < total:
             _, batch = prefetch.next()
@@ -380,7 +381,7 @@ def main(argv):
             flops_done += batch_flops(mcfg, batch, cfg.batch_size)
             tokens_done += cfg.batch_size * cfg.seq_len
             if step == start_step + 1 and run.compiled:
-                compile_info = H.compile_report(rank, compile_before)  # logged next
+                compile_info = hardware.compile_report(rank, compile_before)  # logged next
             at_log = step % cfg.log_every == 0 or step in (1, total)
             ckpt_due = 0 < 60 * cfg.ckpt_minutes <= time.perf_counter() - t_ckpt
             if world == 1:
@@ -404,7 +405,7 @@ def main(argv):
                            momentum=momentum_at(step - 1, cfg, total),
                            grad_norm=round(grad_norm.item(), 4), tokens_per_s=round(tok_s, 1),
                            # each process does 1/world of the step's FLOPs on its own device
-                           mfu=round(H.mfu(steps_window * flops_per_step / world, elapsed,
+                           mfu=round(hardware.mfu(steps_window * flops_per_step / world, elapsed,
                                            peak), 4),
                            flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
                            elapsed=round(time.perf_counter() - t_start, 2))
@@ -429,7 +430,7 @@ def main(argv):
                 t_ckpt = time.perf_counter()
                 if step in keep and rank == 0:
                     kept = out / f"ckpt-f{keep[step]:g}.pt"
-                    data.atomic_write(kept, lambda f: f.write((out / "ckpt.pt").read_bytes()))
+                    atomic_write(kept, lambda f: f.write((out / "ckpt.pt").read_bytes()))
             if stopping:  # a rank that got no signal itself stops as if by SIGTERM
                 sig = (stop_signal or [signal.SIGTERM])[0]
                 print(f"stopped by signal {sig} at step {step}; checkpoint written; continue "
@@ -455,7 +456,7 @@ def load_data(cfg: TrainConfig, explicit: set):
         here = [c for c in data.local_corpora() if c != cfg.corpus]
         if "corpus" in explicit or not here or cfg.corpus not in str(e):
             raise
-        raise UserError(f"{e}; or train on a corpus that is in {data.data_dir()}: make pretrain "
+        raise UserError(f"{e}; or train on a corpus that is in {data_dir()}: make pretrain "
                         f"MODE={cfg.mode} CORPUS={here[0]} (train.py --corpus={here[0]})") from None
 
 
@@ -470,19 +471,19 @@ def open_log(path: Path, step: int):
                     keep.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass  # a line cut short by a kill
-    data.atomic_write(path, lambda f: f.write("".join(keep)), mode="w")
+    atomic_write(path, lambda f: f.write("".join(keep)), mode="w")
     return open(path, "a")
 
 
 @torch.no_grad()
-def collapse(raw: M.PredictReconstruct, tokens, autocast) -> dict:
+def collapse(raw: model.PredictReconstruct, tokens, autocast) -> dict:
     """Collapse signal on a few clean rows: features of the target encoder (the online one in
     mlm mode), layer-normed as the JEPA targets are."""
     encoder = raw.target_encoder or raw.encoder
     with autocast:
         h = encoder(tokens)
-    return M.collapse_stats(F.layer_norm(h.float(), h.shape[-1:]).flatten(0, 1))
+    return model.collapse_stats(F.layer_norm(h.float(), h.shape[-1:]).flatten(0, 1))
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)

@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 import data
-import model as M
+import model
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FILLER = ["the", "a", "movie", "film", "plot", "actor", "story", "was", "is", "very", "quite",
@@ -33,11 +33,11 @@ def make_tokenizer() -> Tokenizer:
 def save_checkpoint(path, tok=None, mode="hybrid", seed=0, d_model=32):
     """A randomly initialised tiny PredictReconstruct saved like train.py saves checkpoints."""
     tok = tok or make_tokenizer()
-    cfg = M.ModelConfig(vocab_size=tok.get_vocab_size(), seq_len=128, d_model=d_model,
+    cfg = model.ModelConfig(vocab_size=tok.get_vocab_size(), seq_len=128, d_model=d_model,
                         n_layers=2, n_heads=4, pred_dim=16, pred_depth=1, mode=mode)
     torch.manual_seed(seed)
-    net = M.PredictReconstruct(cfg)
-    torch.save(dict(format=M.CKPT_FORMAT, config=dict(mode=mode),
+    net = model.PredictReconstruct(cfg)
+    torch.save(dict(format=model.CKPT_FORMAT, config=dict(mode=mode),
                     model_config=dataclasses.asdict(cfg), model=net.state_dict(),
                     tokenizer=tok.to_str(), step=0), path)
     return path

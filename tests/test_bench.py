@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import hardware
+from lib import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 MODE_FIELDS = {"mode", "device", "dtype", "compiled", "batch_size", "seq_len", "ms_per_step",
@@ -22,7 +22,7 @@ def test_mfu_is_achieved_flops_over_peak():
 
 
 def test_quick_bench_reports_every_field():
-    out = subprocess.run([sys.executable, "bench.py", "--quick", "--compile=false", "--json"],
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--compile=false", "--json"],
                          cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -39,6 +39,6 @@ def test_quick_bench_reports_every_field():
 
 
 def test_bench_rejects_an_unknown_mode():
-    out = subprocess.run([sys.executable, "bench.py", "--quick", "--modes=bert"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--modes=bert"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--modes=bert: expected some of hybrid, mlm, jepa" in out.stderr

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import data
-from data import UserError
+from lib import glue
+from lib.download import data_dir
+from lib.cli import UserError
 
 
 def write(path, text: str | bytes):
@@ -65,17 +67,17 @@ def glue_dir(tmp_path, monkeypatch):
 
 
 def test_glue_parsers_read_each_official_format(glue_dir):
-    sst2 = data.glue_task("sst2")
+    sst2 = glue.glue_task("sst2")
     assert sst2["train"][0] == ('the " quote stays unbalanced ', None, 1)  # QUOTE_NONE keeps "
     assert sst2["dev"][0].text_a == 'it \'s "charming" '
-    cola = data.glue_task("cola")  # no header: label in column 1, sentence in column 3
+    cola = glue.glue_task("cola")  # no header: label in column 1, sentence in column 3
     assert cola["train"] == [("Our friends won't buy this analysis.", None, 1),
                              ("They drank the pub.", None, 0)]
     assert cola["dev"] == [("The sailors rode the breeze.", None, 1)]
-    stsb = data.glue_task("stsb")["dev"][0]
+    stsb = glue.glue_task("stsb")["dev"][0]
     assert stsb == ("A plane takes off.", "A jet takes off.", 4.8) and type(stsb.label) is float
-    assert data.glue_task("mrpc")["train"] == [("He said .", "He did .", 1)]  # BOM + "Quality"
-    mnli = data.glue_task("mnli")
+    assert glue.glue_task("mrpc")["train"] == [("He said .", "He did .", 1)]  # BOM + "Quality"
+    mnli = glue.glue_task("mnli")
     assert list(mnli) == ["train", "dev_matched", "dev_mismatched"]
     assert [e.label for e in mnli["train"]] == [0, 2] and mnli["dev_matched"][0].label == 1
 
@@ -84,23 +86,23 @@ def test_glue_parsers_read_each_official_format(glue_dir):
 def test_glue_row_with_wrong_column_count_names_file_and_line(glue_dir):
     write(glue_dir / "SST-2/train.tsv", tsv(("sentence", "label"), ("fine", "1"), ("a", "b", "c")))
     with pytest.raises(UserError, match=r"SST-2/train\.tsv:3: 3 tab-separated columns instead"):
-        data.glue_task("sst2")
+        glue.glue_task("sst2")
 
 
 @pytest.mark.faults
 def test_glue_label_outside_the_task_set_is_rejected(glue_dir):
     write(glue_dir / "CoLA/train.tsv", tsv(("gj04", "1", "", "Fine."), ("gj04", "2", "", "Odd.")))
     with pytest.raises(UserError, match=r"CoLA/train\.tsv:2: label '2'"):
-        data.glue_task("cola")
+        glue.glue_task("cola")
     write(glue_dir / "MNLI/dev_mismatched.tsv", tsv(MNLI_DEV_HEAD, mnli_row(3, "a", "b", "-", 1)))
     with pytest.raises(UserError, match=r"dev_mismatched\.tsv:2: label '-'"):
-        data.glue_task("mnli")
+        glue.glue_task("mnli")
 
 
 @pytest.mark.faults
 def test_unknown_task_lists_the_valid_ones():
     with pytest.raises(UserError, match="sst2, mrpc, qqp, mnli, cola, stsb"):
-        data.glue_task("rte")
+        glue.glue_task("rte")
 
 
 def test_mrpc_is_rebuilt_like_download_glue_data(tmp_path):
@@ -111,7 +113,7 @@ def test_mrpc_is_rebuilt_like_download_glue_data(tmp_path):
         ("0", "2108705", "2108831", "Yucaipa owned Dominick 's .", "Yucaipa bought it . "),
         ("1", "1330381", "1330521", 'He said "no" .', "He said no .")))
     write(folder / "dev_ids.tsv", "2108705\t2108831\n")
-    data.build_mrpc(folder)
+    glue.build_mrpc(folder)
     head = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"  # BOM kept, as the script does
     assert (folder / "dev.tsv").read_text(encoding="utf-8") == (
         head + "0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought it .\n")  # strip
@@ -123,7 +125,7 @@ def test_mrpc_is_rebuilt_like_download_glue_data(tmp_path):
 def test_official_glue_sizes(mirror):
     sizes = {"sst2": (67349, 872), "cola": (8551, 1043), "stsb": (5749, 1500), "mrpc": (3668, 408)}
     for task, (train, dev) in sizes.items():
-        splits = data.glue_task(task)
+        splits = glue.glue_task(task)
         assert (len(splits["train"]), len(splits["dev"])) == (train, dev), task
 
 
@@ -131,7 +133,7 @@ def test_mrpc_rebuilt_from_the_msr_files_is_byte_identical(mirror, tmp_path, mon
     for name in ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt", "dev_ids.tsv"):
         write(tmp_path / "glue/MRPC" / name, (mirror / "glue/MRPC" / name).read_bytes())
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    assert len(data.glue_task("mrpc")["dev"]) == 408
+    assert len(glue.glue_task("mrpc")["dev"]) == 408
     for split in ("train", "dev"):
         rebuilt = (tmp_path / f"glue/MRPC/{split}.tsv").read_bytes()
         assert rebuilt == (mirror / f"glue/MRPC/{split}.tsv").read_bytes()
@@ -217,7 +219,7 @@ def test_bert_tokenizer_matches_google_reference_on_tricky_strings(mirror):
 
 
 def test_bert_tokenizer_matches_google_reference_on_real_text(mirror):
-    lines = [e.text_a for e in data.glue_task("sst2")["train"][::45]]  # 1,497 sentences
+    lines = [e.text_a for e in glue.glue_task("sst2")["train"][::45]]  # 1,497 sentences
     wiki = (mirror / data.ENWIKI / "AA/wiki_00").read_text(encoding="utf-8").splitlines()
     wiki = [line for line in wiki if line and not line.startswith(("<doc ", "</doc>"))]
     wiki = [w for w in wiki if not w.isascii()][:250] + [w for w in wiki if w.isascii()][:250]
@@ -260,7 +262,7 @@ def test_wordpiece_vocabulary_is_trained_saved_and_reloaded(corpus):
     tok = data.load_tokenizer("wordpiece-300", name)
     vocab = tok.get_vocab()
     assert len(vocab) <= 300 and [vocab[s] for s in data.SPECIALS] == [0, 1, 2, 3, 4]
-    saved = data.data_dir() / "tokens" / data._slug(name) / "wordpiece-300/tokenizer.json"
+    saved = data_dir() / "tokens" / data._slug(name) / "wordpiece-300/tokenizer.json"
     again = data.load_tokenizer("wordpiece-300", name)
     assert saved.exists() and again.get_vocab() == vocab
     assert again.encode(TRICKY[0]).ids == tok.encode(TRICKY[0]).ids
@@ -311,9 +313,9 @@ def test_validation_split_is_deterministic(corpus, tmp_path, monkeypatch):
     data.prepare_corpus(name, "wordpiece-300", seq_len=16)
     first = (data.corpus_dir(name, "wordpiece-300", 16) / "val.bin").read_bytes()
     # Same tokenizer: WordPiece training itself is not deterministic (tokenizers issue #1794).
-    trained = data.data_dir() / "tokens" / data._slug(name) / "wordpiece-300/tokenizer.json"
+    trained = data_dir() / "tokens" / data._slug(name) / "wordpiece-300/tokenizer.json"
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))
-    write(data.data_dir() / "tokens" / data._slug(name) / "wordpiece-300/tokenizer.json",
+    write(data_dir() / "tokens" / data._slug(name) / "wordpiece-300/tokenizer.json",
           trained.read_bytes())
     data.prepare_corpus(name, "wordpiece-300", seq_len=16)
     assert (data.corpus_dir(name, "wordpiece-300", 16) / "val.bin").read_bytes() == first
@@ -352,7 +354,7 @@ def test_truncated_token_file_is_refused(corpus):
 def test_a_tokenizer_that_does_not_match_the_token_file_is_refused(corpus):
     data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=32)
     data.load_tokenizer("wordpiece-200", corpus[0])  # another vocabulary, saved beside it
-    folder = data.data_dir() / "tokens" / data._slug(corpus[0])
+    folder = data_dir() / "tokens" / data._slug(corpus[0])
     (folder / "wordpiece-300/tokenizer.json").write_bytes(
         (folder / "wordpiece-200/tokenizer.json").read_bytes())
     with pytest.raises(UserError, match=r"built with \d+ tokens but wordpiece-300 has \d+; delete"):
@@ -389,7 +391,7 @@ def test_unknown_corpus_lists_valid_ones_and_leaves_no_folder(tmp_path, monkeypa
 def test_a_too_short_seq_len_is_refused_before_any_work(corpus):
     with pytest.raises(UserError, match="--seq_len=7: must be at least 8"):
         data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=7)
-    assert not (data.data_dir() / "tokens").exists()
+    assert not (data_dir() / "tokens").exists()
 
 # ----------------------------------------------------------------------------- batch order
 

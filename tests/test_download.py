@@ -7,8 +7,10 @@ import zipfile
 
 import pytest
 
-import data
-from data import UserError
+import lib.download
+
+from lib.download import download, fetch_archive
+from lib.cli import UserError
 
 FILES = {"Toy/train.tsv": "sentence\tlabel\nfine \t1\n", "Toy/dev.tsv": "sentence\tlabel\nbad\t0\n"}
 EXPECT = ["glue/Toy/train.tsv", "glue/Toy/dev.tsv"]
@@ -52,7 +54,7 @@ def server(tmp_path, monkeypatch):
     """(base url, request counts per path); DATA_DIR is tmp_path and retries do not sleep."""
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setattr(data, "RETRY_BACKOFF", 0.0)
+    monkeypatch.setattr(lib.download, "RETRY_BACKOFF", 0.0)
     hits = {}
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Handler,), {"hits": hits}))
     threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
@@ -63,13 +65,13 @@ def server(tmp_path, monkeypatch):
 
 def test_fetch_archive_downloads_extracts_then_never_asks_again(server, tmp_path):
     url, hits = server
-    assert data.fetch_archive(url + "/toy.zip", "toy.zip", SHA256, EXPECT) == tmp_path
+    assert fetch_archive(url + "/toy.zip", "toy.zip", SHA256, EXPECT) == tmp_path
     assert (tmp_path / "glue/Toy/train.tsv").read_text() == FILES["Toy/train.tsv"]
     assert (tmp_path / "downloads/toy.zip").read_bytes() == PAYLOAD and hits == {"/toy.zip": 1}
-    data.fetch_archive(url + "/toy.zip", "toy.zip", SHA256, EXPECT)
+    fetch_archive(url + "/toy.zip", "toy.zip", SHA256, EXPECT)
     assert hits == {"/toy.zip": 1}
     (tmp_path / "glue/Toy/dev.tsv").unlink()  # re-extracted from the cached zip, still no request
-    data.fetch_archive(url + "/toy.zip", "toy.zip", SHA256, EXPECT)
+    fetch_archive(url + "/toy.zip", "toy.zip", SHA256, EXPECT)
     assert (tmp_path / "glue/Toy/dev.tsv").exists() and hits == {"/toy.zip": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads", "glue"]  # no temp folder
 
@@ -78,7 +80,7 @@ def test_fetch_archive_downloads_extracts_then_never_asks_again(server, tmp_path
 def test_wrong_checksum_is_rejected_once_and_leaves_nothing(server, tmp_path):
     url, hits = server
     with pytest.raises(UserError, match="sha256 mismatch"):
-        data.fetch_archive(url + "/toy.zip", "toy.zip", "0" * 64, EXPECT)
+        fetch_archive(url + "/toy.zip", "toy.zip", "0" * 64, EXPECT)
     assert hits == {"/toy.zip": 1}  # a checksum mismatch is not retried
     assert not list((tmp_path / "downloads").iterdir()) and not (tmp_path / "glue").exists()
 
@@ -87,7 +89,7 @@ def test_wrong_checksum_is_rejected_once_and_leaves_nothing(server, tmp_path):
 def test_404_is_one_clear_line_naming_url_and_path(server, tmp_path):
     url, hits = server
     with pytest.raises(UserError) as e:
-        data.download(url + "/gone.zip", tmp_path / "downloads/gone.zip", sha256="ab" * 32)
+        download(url + "/gone.zip", tmp_path / "downloads/gone.zip", sha256="ab" * 32)
     msg = str(e.value)
     assert "\n" not in msg and hits == {"/gone.zip": 1}
     assert f"could not download {url}/gone.zip (HTTP 404)" in msg
@@ -100,7 +102,7 @@ def test_interrupted_download_leaves_no_file_and_no_part(server, tmp_path):
     url, hits = server
     dest = tmp_path / "downloads/cut.zip"
     with pytest.raises(UserError, match="could not download"):
-        data.download(url + "/cut.zip", dest, retries=3)
+        download(url + "/cut.zip", dest, retries=3)
     assert hits == {"/cut.zip": 3}  # a cut connection is worth retrying
     assert not dest.exists() and not dest.with_suffix(".zip.part").exists()
 
@@ -109,14 +111,14 @@ def test_interrupted_download_leaves_no_file_and_no_part(server, tmp_path):
 def test_server_errors_are_retried(server, tmp_path):
     url, hits = server
     with pytest.raises(UserError, match=r"\(HTTP 503\)"):
-        data.download(url + "/busy.zip", tmp_path / "busy.zip", retries=2)
+        download(url + "/busy.zip", tmp_path / "busy.zip", retries=2)
     assert hits == {"/busy.zip": 2}
 
 
 def test_existing_good_file_is_used_without_any_request(server, tmp_path):
     url, hits = server
     (tmp_path / "toy.zip").write_bytes(PAYLOAD)
-    assert data.download(url + "/toy.zip", tmp_path / "toy.zip", SHA256) == tmp_path / "toy.zip"
+    assert download(url + "/toy.zip", tmp_path / "toy.zip", SHA256) == tmp_path / "toy.zip"
     assert hits == {}
 
 
@@ -125,4 +127,4 @@ def test_corrupt_zip_says_which_file_to_delete(server, tmp_path):
     url, _ = server
     sha = hashlib.sha256(NOT_A_ZIP).hexdigest()
     with pytest.raises(UserError, match=r"notzip\.zip is not a readable zip .*delete it and re-"):
-        data.fetch_archive(url + "/notzip.zip", "notzip.zip", sha, EXPECT)
+        fetch_archive(url + "/notzip.zip", "notzip.zip", sha, EXPECT)

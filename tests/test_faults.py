@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import model as M
-from cli import UserError
+import model
+from lib.cli import UserError
 from synthetic import TINY_ARGS, write_corpus
 
 pytestmark = pytest.mark.faults
@@ -41,7 +41,7 @@ def straight(env):
     out = env[1] / "straight"
     p = start(env, out)
     assert p.wait(timeout=120) == 0, p.stderr.read()
-    return M.load_checkpoint(out / "ckpt.pt")
+    return model.load_checkpoint(out / "ckpt.pt")
 
 
 def logged_steps(out) -> int:
@@ -81,11 +81,11 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(env, straight):
             time.sleep(0.1)  # the first half is on disk, the second not yet
         p.send_signal(signal.SIGKILL)
         p.wait()
-        ckpt = M.load_checkpoint(out / "ckpt.pt")  # never without a loadable checkpoint
+        ckpt = model.load_checkpoint(out / "ckpt.pt")  # never without a loadable checkpoint
         assert ckpt["step"] % 5 == 0 and ckpt["step"] < STEPS
     p = start(env, out, "--resume")
     assert p.wait(timeout=120) == 0, p.stderr.read()
-    assert_same_parameters(straight, M.load_checkpoint(out / "ckpt.pt"))
+    assert_same_parameters(straight, model.load_checkpoint(out / "ckpt.pt"))
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "the log reads as one uninterrupted run"
 
@@ -100,32 +100,32 @@ def test_a_signal_checkpoints_exits_distinctly_and_resumes_exactly(env, straight
     stderr = p.stderr.read()
     stopped_at = int(stderr.split("at step ")[1].split(";")[0])
     assert f"stopped by signal {int(sig)}" in stderr
-    assert M.load_checkpoint(out / "ckpt.pt")["step"] == stopped_at
+    assert model.load_checkpoint(out / "ckpt.pt")["step"] == stopped_at
     p = start(env, out, "--resume")
     assert p.wait(timeout=120) == 0, p.stderr.read()
     assert f"resuming at {stopped_at}" in p.stdout.read()
-    assert_same_parameters(straight, M.load_checkpoint(out / "ckpt.pt"))
+    assert_same_parameters(straight, model.load_checkpoint(out / "ckpt.pt"))
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
-    good = {"format": M.CKPT_FORMAT, "step": 5}
+    good = {"format": model.CKPT_FORMAT, "step": 5}
     torch.save(good, tmp_path / "ckpt-prev.pt")
-    torch.save({"format": M.CKPT_FORMAT, "step": 10}, tmp_path / "ckpt.pt")
+    torch.save({"format": model.CKPT_FORMAT, "step": 10}, tmp_path / "ckpt.pt")
     data = (tmp_path / "ckpt.pt").read_bytes()
     (tmp_path / "ckpt.pt").write_bytes(data[: len(data) // 2])  # cut short
-    assert M.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 5
+    assert model.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 5
     assert "unreadable" in capsys.readouterr().err
     (tmp_path / "ckpt-prev.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="ckpt-prev.pt: unreadable"):
-        M.load_checkpoint(tmp_path / "ckpt.pt")
+        model.load_checkpoint(tmp_path / "ckpt.pt")
 
 
 def test_a_checkpoint_of_another_project_or_a_missing_one_is_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(UserError, match="not a checkpoint of this project"):
-        M.load_checkpoint(tmp_path / "other.pt")
+        model.load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(UserError, match="missing.pt: no such file"):
-        M.load_encoder(tmp_path / "missing.pt")
+        model.load_encoder(tmp_path / "missing.pt")
 
 
 # ----------------------------------------------------------------------------- the probe's cache

@@ -16,15 +16,16 @@ from test_paper import flags, train_in_process  # noqa: F401 (a fixture)
 from test_train import (ROOT, corpus_env, crash_at, light_compile, read_log,  # noqa: F401
                         run_train)
 
-import model as M
-import paper
+import model
+from lib import figures, markdown
+from study import study
 import train
-from data import UserError
+from lib.cli import UserError
 
 
 def weighting(lambda_mode):
     """A hybrid model whose mix() is driven by synthetic losses instead of its encoder's."""
-    return M.PredictReconstruct(M.ModelConfig(
+    return model.PredictReconstruct(model.ModelConfig(
         vocab_size=8, seq_len=8, d_model=4, n_layers=1, n_heads=1, pred_dim=4, pred_depth=1,
         lambda_mode=lambda_mode))
 
@@ -35,7 +36,7 @@ def optimise(lambda_mode, losses, steps, logit0=0.0, lr=0.01):
     -> [(lam on the mode's own scale, L_JEPA, L_MLM)] per step."""
     m = weighting(lambda_mode)
     theta = nn.Parameter(torch.zeros(()))
-    speed = M.BALANCE_SPEED if m.balanced else 1.0
+    speed = model.BALANCE_SPEED if m.balanced else 1.0
     with torch.no_grad():
         m.w.fill_(logit0 / speed)
     opt = torch.optim.Adam([theta, m.w], lr=lr, betas=(0.9, 0.98))
@@ -101,7 +102,7 @@ def test_balanced_fixed_point_is_sigmoid_of_the_ratio_gap_over_tau(tau, logit0):
 def test_a_weight_as_fast_as_the_network_circles_the_equilibrium(monkeypatch):
     """Why BALANCE_SPEED is large: descent (network) against ascent (weight) at similar speeds
     circles the fixed point (lam swings 0.25-0.75 here) instead of settling on it."""
-    monkeypatch.setattr(M, "BALANCE_SPEED", 3.0)
+    monkeypatch.setattr(model, "BALANCE_SPEED", 3.0)
     tail = [lam for lam, _, _ in optimise("balanced", tug_of_war(0.5, 8.0), 2000, 3.0)[1000:]]
     assert max(tail) - min(tail) > 0.2
 
@@ -144,9 +145,9 @@ def test_balanced_weight_is_never_decayed_and_its_reference_is_a_buffer():
                                   "balanced:inf", "uncertainty:1"])
 def test_bad_lambda_modes_are_one_line_errors(text):
     with pytest.raises(ValueError, match=r"^lambda_mode .*balanced\[:<tau>\] with tau > 0"):
-        M.parse_lambda_mode(text)
-    assert M.parse_lambda_mode("balanced") == ("balanced", M.BALANCE_TAU)
-    assert M.parse_lambda_mode("balanced:0.25") == ("balanced", 0.25)
+        model.parse_lambda_mode(text)
+    assert model.parse_lambda_mode("balanced") == ("balanced", model.BALANCE_TAU)
+    assert model.parse_lambda_mode("balanced:0.25") == ("balanced", 0.25)
 
 
 # ----------------------------------------------------------------------------- in training
@@ -156,7 +157,7 @@ def test_balanced_training_logs_lambda_and_resumes_bit_identically(run_train, mo
     code, straight = run_train(*args, out="straight")
     assert code == 0
     log = read_log(straight)
-    a = M.load_checkpoint(straight / "ckpt.pt")
+    a = model.load_checkpoint(straight / "ckpt.pt")
     init = a["model"]["loss_init"]  # L(0): the first step's losses, in the checkpoint
     assert init.tolist() == pytest.approx([log[0]["loss_jepa"], log[0]["loss_mlm"]], rel=1e-5)
     assert log[0]["loss"] == pytest.approx(1.0) and log[0]["lam_rel"] == 0.5
@@ -168,7 +169,7 @@ def test_balanced_training_logs_lambda_and_resumes_bit_identically(run_train, mo
     crash_at(monkeypatch, 25, run_train, *args, out="crashed")  # resumes from step 20
     code, resumed = run_train(*args, "--resume", out="crashed")
     assert code == 0
-    b = M.load_checkpoint(resumed / "ckpt.pt")
+    b = model.load_checkpoint(resumed / "ckpt.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     keys = ("loss", "loss_jepa", "loss_mlm", "lam", "lam_rel")
@@ -197,22 +198,22 @@ def test_balanced_compiles_and_never_recompiles(
 # ----------------------------------------------------------------------------- study arms
 
 def test_arms_name_a_mode_and_an_optional_lambda_mode():
-    assert paper.parse_arm("hybrid") == ("hybrid", "")
-    assert paper.parse_arm("mlm") == ("mlm", "")
-    assert paper.parse_arm("hybrid:fixed:0.5") == ("hybrid", "fixed:0.5")
-    assert paper.parse_arm("hybrid:balanced") == ("hybrid", "balanced")
-    assert paper.arm_folder("hybrid:fixed:0.5", "tiny") == "hybrid-fixed-0.5-tiny"
-    assert paper.arm_folder("hybrid", "tiny") == "hybrid-tiny"
+    assert study.parse_arm("hybrid") == ("hybrid", "")
+    assert study.parse_arm("mlm") == ("mlm", "")
+    assert study.parse_arm("hybrid:fixed:0.5") == ("hybrid", "fixed:0.5")
+    assert study.parse_arm("hybrid:balanced") == ("hybrid", "balanced")
+    assert study.arm_folder("hybrid:fixed:0.5", "tiny") == "hybrid-fixed-0.5-tiny"
+    assert study.arm_folder("hybrid", "tiny") == "hybrid-tiny"
     for bad, message in (("bert", "--arms=bert"), ("mlm:balanced", "only a hybrid arm"),
                          ("hybrid:fixed:2", "lambda_mode 'fixed:2'")):
         with pytest.raises(UserError, match=message):
-            paper.parse_arm(bad)
+            study.parse_arm(bad)
 
 
 def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(paper.subprocess, "run", train_in_process)
+    monkeypatch.setattr(study.subprocess, "run", train_in_process)
     arms = "--arms=hybrid,hybrid:balanced"
-    assert paper.main([*flags, arms, "--tasks=sst2", "--pools=mean"]) == 0
+    assert study.main([*flags, arms, "--tasks=sst2", "--pools=mean"]) == 0
     out = tmp_path / "out/paper"
     conf = json.loads((out / "hybrid-balanced-tiny/config.json").read_text())
     assert conf["config"]["lambda_mode"] == "balanced"
@@ -221,10 +222,10 @@ def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch): 
     log = read_log(out / "hybrid-balanced-tiny")
     report = (out / "report.md").read_text()
     assert f"| hybrid-balanced-tiny | {log[-1]['step']:,} |" in report  # the trajectory table
-    path = paper.T.lam_path(log).split(" → ")
+    path = markdown.lam_path(log).split(" → ")
     assert len(path) == min(5, len(log)) and path[0] == f"{log[0]['lam']:.3f}" and path[-1] == \
         f"{log[-1]['lam']:.3f}"
-    assert f"| balanced | {paper.T.lam_path(log)} (lam_rel " in report  # the pre-training table
+    assert f"| balanced | {markdown.lam_path(log)} (lam_rel " in report  # the pre-training table
     assert "| FLOPs | hybrid-tiny | hybrid-balanced-tiny |" in report  # lambda side by side
     names = [m["name"] for m in json.loads((out / "analysis/analysis.json").read_text())["models"]]
     assert {"hybrid-tiny", "hybrid-balanced-tiny"} <= set(names), "distinct models"
@@ -245,7 +246,7 @@ def test_two_gloo_processes_match_one_with_the_balanced_weight(
     for r1, r2 in zip(read_log(tmp_path / "one"), read_log(tmp_path / "two"), strict=True):
         for key in ("loss", "lam", "lam_rel"):
             assert r1[key] == pytest.approx(r2[key], rel=1e-4), key
-    one, two = (M.load_checkpoint(tmp_path / n / "ckpt.pt")["model"]["loss_init"]
+    one, two = (model.load_checkpoint(tmp_path / n / "ckpt.pt")["model"]["loss_init"]
                 for n in ("one", "two"))
     assert torch.allclose(one, two, rtol=1e-5)
 
@@ -256,10 +257,10 @@ def test_the_lambda_figure_is_optional(tmp_path, monkeypatch):
     (run / "log.jsonl").write_text("".join(json.dumps(dict(
         step=s, flops=s * 1e9, lam=0.5 + s / 100, loss_jepa=1 / s, loss_mlm=9 - s / 10)) + "\n"
         for s in range(1, 11)))
-    logs, groups = {run.name: paper.read_log(run)}, {"hybrid": [run.name]}
+    logs, groups = {run.name: study.read_log(run)}, {"hybrid": [run.name]}
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
-    assert paper.G.paper_figures(logs, {}, None, groups, tmp_path) is None
+    assert figures.paper_figures(logs, {}, None, groups, tmp_path) is None
     monkeypatch.undo()
     pytest.importorskip("matplotlib")
-    assert list(paper.G.paper_figures(logs, {}, None, groups, tmp_path)) == ["lambda.png"]
+    assert list(figures.paper_figures(logs, {}, None, groups, tmp_path)) == ["lambda.png"]
     assert (tmp_path / "lambda.png").stat().st_size > 0

@@ -6,17 +6,17 @@ import torch
 import torch.nn.functional as F
 import torch.utils.flop_counter as fc
 
-import model as M
+import model
 from masks import jepa_masks, mlm_corrupt, step_generator
 
 V = 300
 
 
 def tiny(mode="hybrid", **kw):
-    cfg = M.ModelConfig(vocab_size=V, seq_len=32, d_model=32, n_layers=2, n_heads=4,
+    cfg = model.ModelConfig(vocab_size=V, seq_len=32, d_model=32, n_layers=2, n_heads=4,
                         pred_dim=16, pred_depth=2, mode=mode, **kw)
     torch.manual_seed(0)
-    return M.PredictReconstruct(cfg)
+    return model.PredictReconstruct(cfg)
 
 
 def batch(B=4, T=32, step=0):
@@ -45,7 +45,7 @@ def naive_attention(block, x, pad_mask=None):
 @pytest.mark.parametrize("masked", [False, True])
 def test_attention_equals_naive_softmax_reference(masked):
     torch.manual_seed(0)
-    block = M.Block(32, 4)
+    block = model.Block(32, 4)
     x = torch.randn(3, 10, 32)
     pad = torch.arange(10) < torch.tensor([10, 7, 3])[:, None] if masked else None
     ours = block(x, None if pad is None else pad[:, None, None, :])
@@ -99,7 +99,7 @@ def test_ema_update_equals_its_formula():
         for p in m.encoder.parameters():
             p.add_(torch.randn_like(p))
     t0 = [p.clone() for p in m.target_encoder.parameters()]
-    M.ema_update(m.target_encoder, m.encoder, 0.99)
+    model.ema_update(m.target_encoder, m.encoder, 0.99)
     for t_old, t_new, o in zip(t0, m.target_encoder.parameters(), m.encoder.parameters()):
         assert torch.allclose(t_new, 0.99 * t_old + 0.01 * o, atol=1e-6)
 
@@ -141,7 +141,7 @@ def test_lambda_modes():
     assert torch.allclose(loss, expect, atol=1e-5)
     for bad in ("fixed:1.5", "fixed:x", "sigmoid", "learned:1"):
         with pytest.raises(ValueError, match="lambda_mode"):
-            M.parse_lambda_mode(bad)
+            model.parse_lambda_mode(bad)
 
 
 def _counted_flops(m, b):
@@ -156,14 +156,14 @@ def _counted_flops(m, b):
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("mode", M.MODES)
+@pytest.mark.parametrize("mode", model.MODES)
 def test_analytic_flops_match_a_flop_counter(mode):
-    cfg = M.ModelConfig(vocab_size=2000, seq_len=64, d_model=64, n_layers=2, n_heads=4,
+    cfg = model.ModelConfig(vocab_size=2000, seq_len=64, d_model=64, n_layers=2, n_heads=4,
                         pred_dim=32, pred_depth=2, mode=mode)
-    m = M.PredictReconstruct(cfg)
+    m = model.PredictReconstruct(cfg)
     b = batch(B=4, T=64)
     b["mlm_labels"] = b["mlm_labels"] % 2000
-    analytic = M.step_flops(cfg, 4, b["context_idx"].shape[1], b["target_idx"].shape[1],
+    analytic = model.step_flops(cfg, 4, b["context_idx"].shape[1], b["target_idx"].shape[1],
                             b["mlm_pos"].shape[1])
     assert abs(analytic / _counted_flops(m, b) - 1) < 0.10
 
@@ -175,9 +175,9 @@ def test_every_stat_lives_on_the_model_device(mode, lambda_mode):
     """The meta device stands in for a GPU: a stat made on the CPU (a bare torch.tensor) would
     crash the NCCL all-reduce of the log step under torchrun."""
     with torch.device("meta"):
-        model = tiny(mode, lambda_mode=lambda_mode)
-    assert {p.device.type for p in model.parameters()} == {"meta"}
-    loss, stats = model({k: v.to("meta") for k, v in batch().items()})
+        net = tiny(mode, lambda_mode=lambda_mode)
+    assert {p.device.type for p in net.parameters()} == {"meta"}
+    loss, stats = net({k: v.to("meta") for k, v in batch().items()})
     assert loss.device.type == "meta"
     assert {k: v.device.type for k, v in stats.items()} == {k: "meta" for k in stats}
     assert {"loss", "lam"} <= set(stats)

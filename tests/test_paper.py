@@ -8,18 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import lib.download
 import torch
 from probe_fixtures import write_glue
 from synthetic import TINY_ARGS, write_corpus
 
-import paper
+from study import study
 import train
-from data import UserError
+from lib.cli import UserError
 
 BUDGET = 2e9  # FLOPs per arm: ~20 MLM steps, ~9 hybrid steps of the tiny test model
 
 
-REAL_RUN = subprocess.run  # paper.subprocess is this module: patching its run patches it here
+REAL_RUN = subprocess.run  # study.subprocess is this module: patching its run patches it here
 
 
 def train_in_process(cmd, **kwargs):
@@ -48,7 +50,7 @@ def train_in_process(cmd, **kwargs):
 def flags(tmp_path, monkeypatch):
     write_glue(tmp_path / "data", n_train=60, n_dev=24, tasks=("sst2", "mrpc"))
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(paper.data, "RETRY_BACKOFF", 0)  # mnli and bow's vocab are offline
+    monkeypatch.setattr(lib.download, "RETRY_BACKOFF", 0)  # mnli and bow's vocab are offline
     monkeypatch.chdir(tmp_path)
     corpus = write_corpus(tmp_path / "corpus")
     sizes = " ".join(a for a in TINY_ARGS if not a.startswith("--preset="))
@@ -59,7 +61,7 @@ def flags(tmp_path, monkeypatch):
 
 
 def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_path, monkeypatch):
-    assert paper.main(flags) == 0
+    assert study.main(flags) == 0
     out = tmp_path / "out/paper"
     report = (out / "report.md").read_text()
     for arm in ("hybrid", "mlm"):
@@ -83,9 +85,9 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
     assert "000_46df8af9111881c7.txt" in report  # the original's numbers name their source
 
     stamp = (out / "analysis/analysis.json").stat().st_mtime_ns
-    monkeypatch.setattr(paper.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
-    monkeypatch.setattr(paper.P, "probe_and_save", lambda *a, **k: pytest.fail("probed again"))
-    assert paper.main(flags) == 0
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(study.P, "probe_and_save", lambda *a, **k: pytest.fail("probed again"))
+    assert study.main(flags) == 0
     assert (out / "analysis/analysis.json").stat().st_mtime_ns == stamp
 
     conf_path = out / "hybrid-tiny/config.json"  # pretend the hybrid arm stopped early
@@ -93,9 +95,9 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
     conf["planned_steps"] += 5
     conf_path.write_text(json.dumps(conf))
     calls = []
-    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
                         subprocess.CompletedProcess(cmd, 0))
-    assert paper.main(flags) == 0
+    assert study.main(flags) == 0
     assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" in calls[0]
 
 
@@ -105,11 +107,11 @@ def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeyp
 
     def hybrid_crashes(cmd, **k):
         return subprocess.CompletedProcess(cmd, 1) if "--mode=hybrid" in cmd else real(cmd, **k)
-    monkeypatch.setattr(paper.subprocess, "run", hybrid_crashes)
+    monkeypatch.setattr(study.subprocess, "run", hybrid_crashes)
     flags = [f for f in flags if not f.startswith(("--tasks", "--pools"))] + [
         "--tasks=sst2", "--pools=mean"]
-    with pytest.raises(paper.UserError, match=r"^1 stage\(s\) failed: train hybrid-tiny; re-run"):
-        paper.main(flags)
+    with pytest.raises(study.UserError, match=r"^1 stage\(s\) failed: train hybrid-tiny; re-run"):
+        study.main(flags)
     report = (tmp_path / "out/paper/report.md").read_text()
     assert "**failed** train hybrid-tiny: train.py exited with status 1" in report
     assert "| mlm-tiny | " in report and "| hybrid-tiny | " not in report
@@ -120,15 +122,15 @@ def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeyp
     def recorded(cmd, **k):
         calls.extend([cmd] if cmd[0] != "git" else [])  # git: train.py's own, in this process
         return real(cmd, **k)
-    monkeypatch.setattr(paper.subprocess, "run", recorded)
-    assert paper.main(flags) == 0
+    monkeypatch.setattr(study.subprocess, "run", recorded)
+    assert study.main(flags) == 0
     assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" not in calls[0]
     assert "| hybrid-tiny | " in (tmp_path / "out/paper/report.md").read_text()
 
 
 def test_wall_time_adds_the_segments_of_a_resumed_run():
     log = [{"elapsed": e} for e in (1.0, 10.0, 20.0, 2.0, 15.0)]  # resumed after 20 s
-    assert paper.wall_time(log) == 35.0
+    assert study.wall_time(log) == 35.0
 
 
 @pytest.mark.faults
@@ -137,8 +139,8 @@ def test_wall_time_adds_the_segments_of_a_resumed_run():
     (["--baselines=oracle"], "--baselines=oracle"),
     (["--compare=hybrid/bert"], "--compare=hybrid/bert: bert is neither a run")])
 def test_bad_flags_are_user_errors(flags, extra, message):
-    with pytest.raises(paper.UserError, match=message):
-        paper.main(flags + extra)
+    with pytest.raises(study.UserError, match=message):
+        study.main(flags + extra)
 
 
 def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, tmp_path,
@@ -146,16 +148,16 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
     """--seeds=2: two resumable run folders per arm (train.py --seed=0, 1), two random inits,
     the analysis compares the arms over seeds (Welch, the seed as unit), seed 0 keeps and
     probes the learning-curve checkpoints, and the report shows mean ± sd per arm."""
-    monkeypatch.setattr(paper.subprocess, "run", train_in_process)
+    monkeypatch.setattr(study.subprocess, "run", train_in_process)
     flags = [f for f in flags if not f.startswith(("--baselines", "--tasks", "--pools", "--curve"))]
-    assert paper.main([*flags, "--seeds=2", "--baselines=random,majority",
+    assert study.main([*flags, "--seeds=2", "--baselines=random,majority",
                        "--tasks=sst2", "--pools=mean"]) == 0
     out = tmp_path / "out/paper"
     for arm in ("hybrid", "mlm"):
         for seed, name in ((0, f"{arm}-tiny"), (1, f"{arm}-tiny-s1")):
             conf = json.loads((out / name / "config.json").read_text())["config"]
             assert conf["seed"] == seed and (out / name / "probe/sst2-mean.json").exists()
-        for f in paper.PaperConfig.curve:  # the default learning curve: seed 0 only
+        for f in study.PaperConfig.curve:  # the default learning curve: seed 0 only
             assert (out / f"{arm}-tiny/ckpt-f{f:g}.pt").exists()
             assert not (out / f"{arm}-tiny-s1/ckpt-f{f:g}.pt").exists()
             assert (out / f"{arm}-tiny/curve-{f:g}/sst2-mean.json").exists()

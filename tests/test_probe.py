@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import lib.download
 import scipy.stats
 import torch
 
-import data
-import features as Fe
-import model as M
-import probe as P
-import provenance as R
-import stats as S
-from data import Example, UserError
+import features
+import model
+import probe
+from lib import provenance
+from lib import stats
+from lib.glue import Example
+from lib.cli import UserError, parse_flags
 from probe_fixtures import (bert_random_like, make_tokenizer, save_checkpoint, sst2_rows,
                             write_glue)
 
@@ -42,7 +44,7 @@ def fake(tmp_path, monkeypatch):
 
 
 def run(argv, capsys=None):
-    assert P.main(argv) == 0
+    assert probe.main(argv) == 0
     return capsys.readouterr().out if capsys else None
 
 
@@ -50,22 +52,22 @@ def run(argv, capsys=None):
 
 def test_metrics_match_hand_computed_values():
     pred, gold = [1, 0, 1, 1, 0], [1, 1, 1, 0, 0]
-    assert S.accuracy(pred, gold) == pytest.approx(3 / 5)
-    assert S.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
-    assert S.mcc(pred, gold) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
-    assert S.mcc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # a constant prediction: undefined -> 0
-    assert S.f1([0, 0], [0, 0]) == 0.0
-    assert S.mcc([0, 1, 0, 1], [0, 1, 0, 1]) == pytest.approx(1.0)
+    assert stats.accuracy(pred, gold) == pytest.approx(3 / 5)
+    assert stats.f1(pred, gold) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
+    assert stats.mcc(pred, gold) == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
+    assert stats.mcc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.0  # a constant prediction: undefined -> 0
+    assert stats.f1([0, 0], [0, 0]) == 0.0
+    assert stats.mcc([0, 1, 0, 1], [0, 1, 0, 1]) == pytest.approx(1.0)
 
 
 def test_correlations_match_scipy_and_are_vectorised():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(3, 50)), rng.integers(0, 5, size=(3, 50)).astype(float)  # y has ties
     for i in range(3):
-        assert S.pearson(x[i], y[i]) == pytest.approx(scipy.stats.pearsonr(x[i], y[i])[0])
-        assert S.spearman(x[i], y[i]) == pytest.approx(scipy.stats.spearmanr(x[i], y[i])[0])
-    assert np.allclose(S.spearman(x, y), [S.spearman(x[i], y[i]) for i in range(3)])
-    assert S.pearson(np.full(5, 0.1), np.arange(5)) == 0.0  # constant: undefined -> 0
+        assert stats.pearson(x[i], y[i]) == pytest.approx(scipy.stats.pearsonr(x[i], y[i])[0])
+        assert stats.spearman(x[i], y[i]) == pytest.approx(scipy.stats.spearmanr(x[i], y[i])[0])
+    assert np.allclose(stats.spearman(x, y), [stats.spearman(x[i], y[i]) for i in range(3)])
+    assert stats.pearson(np.full(5, 0.1), np.arange(5)) == 0.0  # constant: undefined -> 0
 
 
 # ----------------------------------------------------------------------------- the probe
@@ -76,22 +78,22 @@ def synthetic(n, d=16, seed=0, random_labels=False):
     y = (X[:, :2].sum(1) > 10).long().numpy()
     if random_labels:
         y = np.random.default_rng(seed).integers(0, 2, n)
-    return Fe.fixed_part(X), y
+    return features.fixed_part(X), y
 
 
 def fit_and_score(cfg, random_labels=False):
     train, y = synthetic(600, random_labels=random_labels)
     dev, y_dev = synthetic(2000, seed=1, random_labels=random_labels)
-    probe, _ = P.select_and_fit(train, y, "sst2", "mean", 0, cfg)
-    return S.accuracy(P.predict(probe, dev), y_dev)
+    fitted, _ = probe.select_and_fit(train, y, "sst2", "mean", 0, cfg)
+    return stats.accuracy(probe.predict(fitted, dev), y_dev)
 
 
 def test_probe_separates_linearly_separable_features():
-    assert fit_and_score(P.ProbeConfig()) > 0.97
+    assert fit_and_score(probe.ProbeConfig()) > 0.97
 
 
 def test_probe_stays_at_chance_on_random_labels():
-    assert abs(fit_and_score(P.ProbeConfig(), random_labels=True) - 0.5) < 0.05
+    assert abs(fit_and_score(probe.ProbeConfig(), random_labels=True) - 0.5) < 0.05
 
 
 def test_ridge_probe_fits_a_linear_score():
@@ -99,9 +101,9 @@ def test_ridge_probe_fits_a_linear_score():
     dev, _ = synthetic(400, seed=1)
     w = torch.linspace(-1, 1, 16)
     y, y_dev = (train["X"] @ w).numpy(), (dev["X"] @ w).numpy()
-    probe, _ = P.select_and_fit(train, y, "stsb", "mean", 0, P.ProbeConfig())
-    assert S.pearson(P.predict(probe, dev), y_dev) > 0.99
-    assert np.abs(P.predict(probe, dev) - y_dev).mean() < 0.05  # back in the score's units
+    fitted, _ = probe.select_and_fit(train, y, "stsb", "mean", 0, probe.ProbeConfig())
+    assert stats.pearson(probe.predict(fitted, dev), y_dev) > 0.99
+    assert np.abs(probe.predict(fitted, dev) - y_dev).mean() < 0.05  # back in the score's units
 
 
 def test_l2_is_chosen_on_train_and_dev_is_used_once(tmp_path, monkeypatch, capsys):
@@ -122,27 +124,27 @@ def test_l2_is_chosen_on_train_and_dev_is_used_once(tmp_path, monkeypatch, capsy
 
 # ----------------------------------------------------------------------------- pooling
 
-@pytest.mark.parametrize("pool", P.POOLS)
+@pytest.mark.parametrize("pool", probe.POOLS)
 def test_padding_never_changes_pooled_vectors(pool):
     torch.manual_seed(0)
     lengths = torch.tensor([7, 3, 1, 5])
     h = torch.randn(4, 7, 8)
     mask = torch.arange(7) < lengths[:, None]
     garbage = h.masked_fill(~mask[..., None], 1e4)
-    param = torch.randn(Fe.MAX_LEN if pool == "weighted" else 8)
-    pooled = Fe.pool_tokens(pool, garbage, mask, param)
+    param = torch.randn(features.MAX_LEN if pool == "weighted" else 8)
+    pooled = features.pool_tokens(pool, garbage, mask, param)
     for i, n in enumerate(lengths.tolist()):
-        alone = Fe.pool_tokens(pool, h[i:i + 1, :n], mask[i:i + 1, :n], param)
+        alone = features.pool_tokens(pool, h[i:i + 1, :n], mask[i:i + 1, :n], param)
         assert torch.allclose(pooled[i], alone[0], atol=1e-5)
 
 
 def test_mean_of_one_token_is_that_token_and_zero_weights_are_mean():
     h, mask = torch.randn(2, 5, 8), torch.tensor([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0]]).bool()
-    mean = Fe.pool_tokens("mean", h, mask)
+    mean = features.pool_tokens("mean", h, mask)
     assert torch.equal(mean[0], h[0, 0])
-    for pool in P.TRAINED_POOLS:  # trained poolers start from (near) mean pooling
-        zero = torch.zeros(Fe.MAX_LEN if pool == "weighted" else 8)
-        assert torch.allclose(Fe.pool_tokens(pool, h, mask, zero), mean, atol=1e-6)
+    for pool in probe.TRAINED_POOLS:  # trained poolers start from (near) mean pooling
+        zero = torch.zeros(features.MAX_LEN if pool == "weighted" else 8)
+        assert torch.allclose(features.pool_tokens(pool, h, mask, zero), mean, atol=1e-6)
 
 
 def cancelling_tokens(n, seed):
@@ -156,22 +158,22 @@ def cancelling_tokens(n, seed):
     h[:, 1, 0] = 3.0
     h[:, 1, 1], h[:, 2, 1] = 2.0 * y - 1, 1.0 - 2.0 * y
     states = torch.cat([h[i, :n_i] for i, n_i in enumerate(lengths.tolist())])
-    return Fe.token_part((states, lengths)), y.numpy()
+    return features.token_part((states, lengths)), y.numpy()
 
 
 def test_trained_poolers_learn_what_mean_pooling_cannot():
     (train, y), (dev, y_dev) = cancelling_tokens(400, 0), cancelling_tokens(400, 1)
-    cfg = P.ProbeConfig(max_iter=100, l2_grid=(1e-3, 1e-1))
+    cfg = probe.ProbeConfig(max_iter=100, l2_grid=(1e-3, 1e-1))
     score = {}
     for pool in ("mean", "weighted", "attention"):
-        probe, _ = P.select_and_fit(train, y, "sst2", pool, 0, cfg)
-        score[pool] = S.accuracy(P.predict(probe, dev), y_dev)
+        fitted, _ = probe.select_and_fit(train, y, "sst2", pool, 0, cfg)
+        score[pool] = stats.accuracy(probe.predict(fitted, dev), y_dev)
     assert score["mean"] < 0.65 and score["weighted"] > 0.95 and score["attention"] > 0.95
 
 
 def test_pair_features_are_u_v_absdiff_product():
     u, v = torch.randn(3, 4), torch.randn(3, 4)
-    blocks = Fe.pair_features(u, v).split(4, dim=1)
+    blocks = features.pair_features(u, v).split(4, dim=1)
     for got, want in zip(blocks, (u, v, (u - v).abs(), u * v)):
         assert torch.equal(got, want)
 
@@ -189,8 +191,8 @@ def sst2_splits(seed=0):
 
 def test_majority_reproduces_the_class_prior(tmp_path):
     splits = sst2_splits()
-    src = Fe.Source("majority", "majority", tmp_path)
-    r = P.probe_task(P.ProbeConfig(), src, "sst2", "-", splits)
+    src = features.Source("majority", "majority", tmp_path)
+    r = probe.probe_task(probe.ProbeConfig(), src, "sst2", "-", splits)
     train_majority = np.bincount([e.label for e in splits["train"]]).argmax()
     prior = np.mean([e.label == train_majority for e in splits["dev"]])
     assert r["metrics"]["acc"] == pytest.approx(100 * prior)
@@ -198,10 +200,10 @@ def test_majority_reproduces_the_class_prior(tmp_path):
 
 
 def test_bow_beats_majority_when_one_word_decides(tmp_path):
-    splits, cfg = sst2_splits(), P.ProbeConfig(bow_vocab=50)
-    bow = P.probe_task(cfg, Fe.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
+    splits, cfg = sst2_splits(), probe.ProbeConfig(bow_vocab=50)
+    bow = probe.probe_task(cfg, features.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
                        splits)
-    majority = P.probe_task(cfg, Fe.Source("majority", "majority", tmp_path), "sst2", "-", splits)
+    majority = probe.probe_task(cfg, features.Source("majority", "majority", tmp_path), "sst2", "-", splits)
     assert bow["metrics"]["acc"] > 95 > majority["metrics"]["acc"] + 20
 
 
@@ -209,8 +211,8 @@ def test_bow_beats_majority_when_one_word_decides(tmp_path):
 
 def test_cache_hit_avoids_reencoding(fake, monkeypatch, capsys):
     calls = []
-    forward = M.Encoder.forward
-    monkeypatch.setattr(M.Encoder, "forward", lambda self, *a, **k: calls.append(1) or
+    forward = model.Encoder.forward
+    monkeypatch.setattr(model.Encoder, "forward", lambda self, *a, **k: calls.append(1) or
                         forward(self, *a, **k))
     argv = ["--task=mrpc", f"--ckpt={fake}", "--pool=mean,weighted"] + FAST
     run(argv, capsys)
@@ -224,8 +226,8 @@ def test_cache_hit_avoids_reencoding(fake, monkeypatch, capsys):
 def test_one_encoder_pass_per_split_serves_every_pooling(fake, monkeypatch, capsys, tmp_path):
     """--pool=all encodes each split exactly as often as --pool=mean does: once."""
     calls = []
-    forward = M.Encoder.forward
-    monkeypatch.setattr(M.Encoder, "forward", lambda self, *a, **k: calls.append(a[0].shape) or
+    forward = model.Encoder.forward
+    monkeypatch.setattr(model.Encoder, "forward", lambda self, *a, **k: calls.append(a[0].shape) or
                         forward(self, *a, **k))
     run(["--task=mrpc", f"--ckpt={fake}", "--pool=mean", f"--out={tmp_path / 'a'}"] + FAST, capsys)
     mean_only = list(calls)
@@ -233,20 +235,20 @@ def test_one_encoder_pass_per_split_serves_every_pooling(fake, monkeypatch, caps
     run(["--task=mrpc", f"--ckpt={fake}", "--pool=all", f"--out={tmp_path / 'b'}"] + FAST, capsys)
     assert mean_only and calls == mean_only  # the same batches, in the same order
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "b").glob("mrpc-*.json")}
-    assert set(results) == {f"mrpc-{p}" for p in P.POOLS}
+    assert set(results) == {f"mrpc-{p}" for p in probe.POOLS}
 
 
 def test_the_cache_keeps_features_of_another_dtype_apart(fake, capsys):
     """bf16 CUDA features are not fp32 CPU ones: a probe with another dtype encodes again."""
     run(["--task=sst2", f"--ckpt={fake}"] + FAST, capsys)
-    cfg = P.ProbeConfig(task=("sst2",), ckpt=str(fake))
-    source = Fe.open_source(cfg)
-    texts = [e.text_a for e in P.load_splits("sst2")["dev"]]
+    cfg = probe.ProbeConfig(task=("sst2",), ckpt=str(fake))
+    source = features.open_source(cfg)
+    texts = [e.text_a for e in probe.load_splits("sst2")["dev"]]
     before = set((fake.parent / "probe" / "cache").glob("*.pt"))
-    Fe.cached(cfg, source, "sst2", "dev", "mean", texts, None)
+    features.cached(cfg, source, "sst2", "dev", "mean", texts, None)
     assert set((fake.parent / "probe" / "cache").glob("*.pt")) == before  # a hit
     source.dtype = "float16"
-    Fe.cached(cfg, source, "sst2", "dev", "mean", texts, None)
+    features.cached(cfg, source, "sst2", "dev", "mean", texts, None)
     new = set((fake.parent / "probe" / "cache").glob("*.pt")) - before
     assert sorted(p.name.split("-")[2] for p in new) == ["max", "mean"]  # one pass, both kinds
 
@@ -254,15 +256,15 @@ def test_the_cache_keeps_features_of_another_dtype_apart(fake, capsys):
 def test_a_result_made_with_other_settings_is_not_reused_and_says_why(fake, capsys):
     argv = ["--task=sst2", f"--ckpt={fake}"] + FAST
     run(argv, capsys)
-    cfg = P.data.parse_flags(argv, P.ProbeConfig())[0]
-    same, _ = P.run_probe(cfg, reuse=True)
+    cfg = parse_flags(argv, probe.ProbeConfig())[0]
+    same, _ = probe.run_probe(cfg, reuse=True)
     assert "probing again" not in capsys.readouterr().err and "file" in same[0]
     cfg.max_iter = 40
-    again, _ = P.run_probe(cfg, reuse=True)
+    again, _ = probe.run_probe(cfg, reuse=True)
     assert "made with other settings (flags.max_iter: 50 -> 40)" in capsys.readouterr().err
     assert again[0]["settings"]["flags"]["max_iter"] == 40
     (fake.parent / "probe" / "sst2-mean.npz").write_bytes(b"not the saved predictions")
-    P.run_probe(cfg, reuse=True)
+    probe.run_probe(cfg, reuse=True)
     assert "predictions file sst2-mean.npz is missing" in capsys.readouterr().err
 
 
@@ -271,12 +273,12 @@ def test_a_grid_edge_is_extended_and_recorded(tmp_path):
     stronger: the choice sits on the grid's top edge, so the path goes on 10x per step until
     the choice is interior or l2_extend steps are made; the result records what it tried."""
     train, y = synthetic(400)
-    cfg = P.ProbeConfig(l2_grid=(1e-4, 1e-3), l2_extend=2)
-    probe, _ = P.select_and_fit(train, y, "sst2", "mean", 0, cfg)
-    tried = probe["l2_tried"]
+    cfg = probe.ProbeConfig(l2_grid=(1e-4, 1e-3), l2_extend=2)
+    fitted, _ = probe.select_and_fit(train, y, "sst2", "mean", 0, cfg)
+    tried = fitted["l2_tried"]
     assert tried[:2] == [1e-4, 1e-3] and len(tried) > 2 and min(tried) == 1e-4  # went upward
-    assert probe["l2"] not in (min(tried), max(tried)) or len(tried) == 2 + cfg.l2_extend
-    r = P.probe_task(cfg, Fe.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
+    assert fitted["l2"] not in (min(tried), max(tried)) or len(tried) == 2 + cfg.l2_extend
+    r = probe.probe_task(cfg, features.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
                      sst2_splits())
     assert r["l2_tried"][0] == sorted(r["l2_tried"][0]) and len(r["l2_tried"][0]) >= 2
     assert r["l2_on_edge"] == [r["l2"][0] in (min(r["l2_tried"][0]), max(r["l2_tried"][0]))]
@@ -296,7 +298,7 @@ def test_end_to_end_cli_writes_json_and_summary(fake, capsys):
         assert saved["metrics"] == r["metrics"]
     assert set(lines[2]["metrics"]) == {"pearson", "spearman", "cos_spearman"}  # max: zero-shot
     assert "cos_spearman_trained_pooler" in lines[3]["metrics"]  # attention: fitted on STS-B
-    dev = R.load_predictions(dict(lines[3], file=str(fake.parent / "probe" / "stsb-attn.json")))
+    dev = provenance.load_predictions(dict(lines[3], file=str(fake.parent / "probe" / "stsb-attn.json")))
     assert dev["dev"]["pred"].shape == dev["dev"]["cos"].shape == (1, 24)  # (seeds, dev)
     assert set(lines[4]["metrics"]) == {"f1", "acc"}
     summary = (fake.parent / "probe" / "summary.md").read_text()
@@ -319,9 +321,9 @@ def test_plain_output_is_one_line_per_result(fake, capsys):
 
 def test_embed_gives_pooled_vectors_of_a_split(fake):
     for pool in ("mean", "attention"):
-        e = P.embed(str(fake), "stsb", "dev", pool)
+        e = probe.embed(str(fake), "stsb", "dev", pool)
         assert e["a"].shape == e["b"].shape == (24, 32) and e["labels"].shape == (24,)
-    e = P.embed(str(fake), "sst2", "train", "max", max_train=10)
+    e = probe.embed(str(fake), "sst2", "train", "max", max_train=10)
     assert e["a"].shape == (10, 32) and e["b"] is None
 
 
@@ -333,7 +335,7 @@ def test_tokenizer_mismatch_between_checkpoint_and_cache_is_an_error(fake, capsy
         c = torch.load(path, weights_only=True)
         torch.save(dict(c, tokenizer="0123456789abcdef"), path)
     with pytest.raises(UserError, match="another tokenizer.*delete the folder"):
-        P.main(argv)
+        probe.main(argv)
 
 
 @pytest.mark.faults
@@ -341,9 +343,9 @@ def test_missing_tasks_are_reported_at_the_end(fake, monkeypatch, capsys):
     def offline(url, *args, **kwargs):
         raise UserError(f"could not download {url} (no network)")
 
-    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(lib.download, "download", offline)
     with pytest.raises(UserError, match="1 task.*cola: could not download"):
-        P.main(["--task=cola,sst2", "--ckpt=majority", f"--out={fake.parent / 'b'}"])
+        probe.main(["--task=cola,sst2", "--ckpt=majority", f"--out={fake.parent / 'b'}"])
     assert (fake.parent / "b" / "sst2-majority.json").exists()
 
 
@@ -371,7 +373,7 @@ def test_bad_flags_are_user_errors(fake, flags, message):
     if not any(f.startswith("--ckpt") for f in flags):
         flags.append(f"--ckpt={fake}")
     with pytest.raises(UserError, match=message.replace("+", r"\+")):
-        P.main(flags + FAST)
+        probe.main(flags + FAST)
 
 
 @pytest.mark.faults
@@ -382,7 +384,7 @@ def test_bad_flags_are_user_errors(fake, flags, message):
 def test_bad_glue_files_are_user_errors(fake, content, message):
     (Path(os.environ["DATA_DIR"]) / "glue" / "SST-2" / "dev.tsv").write_text(content)
     with pytest.raises(UserError, match=message):
-        P.main(["--task=sst2", f"--ckpt={fake}"] + FAST)
+        probe.main(["--task=sst2", f"--ckpt={fake}"] + FAST)
 
 
 # ----------------------------------------------------------------------------- the real mirror

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-import analyze as A
-import stats as S
+import analyze
+from lib import stats
 
 ALPHA, MAX_FPR, MIN_POWER = 0.05, 0.08, 0.8
 SET_METRICS = ("spectral_entropy", "effective_rank", "rankme", "uniformity",
@@ -54,13 +54,13 @@ def set_metric_rejections(sims: int, n=100, resamples=100, seed=0, **change) -> 
     hits = {}
     for _ in range(sims):
         a, b = encoders(rng, n, **change)
-        W = np.vstack([np.ones(n), S.resample_counts(n, resamples, rng.integers(1 << 30))])
-        ma, mb = A.measures(a, W), A.measures(b, W)
+        W = np.vstack([np.ones(n), stats.resample_counts(n, resamples, rng.integers(1 << 30))])
+        ma, mb = analyze.measures(a, W), analyze.measures(b, W)
         for metric in SET_METRICS:
             d = ma[metric] - mb[metric]
-            hits[metric] = hits.get(metric, 0) + (S.bootstrap_p(d[0], d[1:]) < ALPHA)
-        delta = A.per_example(a)["alignment"] - A.per_example(b)["alignment"]
-        hits["alignment"] = hits.get("alignment", 0) + (S.sign_flip_p(delta, 999, 0) < ALPHA)
+            hits[metric] = hits.get(metric, 0) + (stats.bootstrap_p(d[0], d[1:]) < ALPHA)
+        delta = analyze.per_example(a)["alignment"] - analyze.per_example(b)["alignment"]
+        hits["alignment"] = hits.get("alignment", 0) + (stats.sign_flip_p(delta, 999, 0) < ALPHA)
     return {k: v / sims for k, v in hits.items()}
 
 
@@ -78,23 +78,23 @@ def probe_rejections(sims: int, acc_b: float, n=200, resamples=100, seed=0) -> d
     rng, hits = np.random.default_rng(seed), {}
     for _ in range(sims):
         gold, pa, pb = classifiers(rng, n, 0.7, acc_b)
-        idx = S.resample_indices(n, resamples, rng.integers(1 << 30))
+        idx = stats.resample_indices(n, resamples, rng.integers(1 << 30))
         for name in ("acc", "f1", "mcc"):
-            fn = S.METRIC_FNS[name]
-            d = S.seed_mean(fn, pa, gold) - S.seed_mean(fn, pb, gold)
-            boots = S.seed_mean(fn, pa, gold, idx) - S.seed_mean(fn, pb, gold, idx)
+            fn = stats.METRIC_FNS[name]
+            d = stats.seed_mean(fn, pa, gold) - stats.seed_mean(fn, pb, gold)
+            boots = stats.seed_mean(fn, pa, gold, idx) - stats.seed_mean(fn, pb, gold, idx)
             hits[f"bootstrap {name}"] = hits.get(f"bootstrap {name}", 0) + (
-                S.bootstrap_p(d, boots) < ALPHA)
+                stats.bootstrap_p(d, boots) < ALPHA)
         delta = (pa == gold).mean(0) - (pb == gold).mean(0)
         hits["sign_flip acc"] = hits.get("sign_flip acc", 0) + (
-            S.sign_flip_p(delta, 999, 0) < ALPHA)
+            stats.sign_flip_p(delta, 999, 0) < ALPHA)
         score = rng.normal(size=n)
         noise_b = 1.0 if acc_b == 0.7 else 0.6  # the regressor of the power case is better
         ra, rb = score + rng.normal(size=n), score + noise_b * rng.normal(size=n)
-        d = S.spearman(ra, score) - S.spearman(rb, score)
-        boots = S.spearman(ra[idx], score[idx]) - S.spearman(rb[idx], score[idx])
+        d = stats.spearman(ra, score) - stats.spearman(rb, score)
+        boots = stats.spearman(ra[idx], score[idx]) - stats.spearman(rb[idx], score[idx])
         hits["bootstrap spearman"] = hits.get("bootstrap spearman", 0) + (
-            S.bootstrap_p(d, boots) < ALPHA)
+            stats.bootstrap_p(d, boots) < ALPHA)
     return {k: v / sims for k, v in hits.items()}
 
 
@@ -106,7 +106,7 @@ def seed_rejections(sims: int, delta: float, runs=4, seed=0) -> float:
         shared = rng.normal()
         a = shared + rng.normal(size=runs)
         b = shared + delta + rng.normal(size=runs)
-        hits += S.welch(a, b)[0] < ALPHA
+        hits += stats.welch(a, b)[0] < ALPHA
     return hits / sims
 
 
@@ -154,8 +154,8 @@ def test_an_a_a_comparison_is_no_difference_after_holm_in_most_studies():
     rng = np.random.default_rng(3)
     studies_with_a_false_positive = 0
     for _ in range(100):
-        p = [S.welch(rng.normal(size=3), rng.normal(size=3))[0] for _ in range(16 * 10)]
-        studies_with_a_false_positive += min(S.holm(p)) < ALPHA
+        p = [stats.welch(rng.normal(size=3), rng.normal(size=3))[0] for _ in range(16 * 10)]
+        studies_with_a_false_positive += min(stats.holm(p)) < ALPHA
     assert studies_with_a_false_positive / 100 <= MAX_FPR
 
 
@@ -164,12 +164,12 @@ def test_an_a_a_comparison_is_no_difference_after_holm_in_most_studies():
 def test_holm_and_bh_match_hand_computed_values():
     p = [0.01, 0.04, 0.03, 0.005, None]
     # Holm: sorted 0.005 0.01 0.03 0.04 times 4 3 2 1 -> 0.02 0.03 0.06 0.04 -> running max
-    holm = S.holm(p)
+    holm = stats.holm(p)
     assert holm[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and holm[4] is None
     # BH: sorted times 4/1 4/2 4/3 4/4 -> 0.02 0.02 0.04 0.04 -> running min from the top
-    assert S.bh(p)[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02])
-    assert S.holm([0.02, 0.3]) == pytest.approx([0.04, 0.3]) and S.bh([0.6]) == [0.6]
-    assert S.holm([0.5, 0.6, 0.7]) == pytest.approx([1.0, 1.0, 1.0])  # capped at 1
+    assert stats.bh(p)[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert stats.holm([0.02, 0.3]) == pytest.approx([0.04, 0.3]) and stats.bh([0.6]) == [0.6]
+    assert stats.holm([0.5, 0.6, 0.7]) == pytest.approx([1.0, 1.0, 1.0])  # capped at 1
 
 
 def test_paired_accuracy_test_matches_the_hand_computed_z_test():
@@ -182,43 +182,43 @@ def test_paired_accuracy_test_matches_the_hand_computed_z_test():
     delta = (pa == gold) * 1.0 - (pb == gold)
     se = np.sqrt(delta.var() / 200)
     want = 2 * scipy.stats.norm.sf(0.03 / se)
-    idx = S.resample_indices(200, 20000, 0)
-    boots = S.accuracy(pa[idx], gold[idx]) - S.accuracy(pb[idx], gold[idx])
-    assert S.accuracy(pa, gold) - S.accuracy(pb, gold) == pytest.approx(0.03)
-    assert S.bootstrap_p(0.03, boots) == pytest.approx(want, rel=0.05)
+    idx = stats.resample_indices(200, 20000, 0)
+    boots = stats.accuracy(pa[idx], gold[idx]) - stats.accuracy(pb[idx], gold[idx])
+    assert stats.accuracy(pa, gold) - stats.accuracy(pb, gold) == pytest.approx(0.03)
+    assert stats.bootstrap_p(0.03, boots) == pytest.approx(want, rel=0.05)
     # the sign-flip test of the same deltas is the exact binomial test on the 14 discordant ones
     exact = scipy.stats.binomtest(10, 14, 0.5).pvalue
-    assert S.sign_flip_p(delta, 200_000, 0) == pytest.approx(exact, abs=0.005)
+    assert stats.sign_flip_p(delta, 200_000, 0) == pytest.approx(exact, abs=0.005)
 
 
 def test_bootstrap_p_of_a_mean_is_the_z_test():
     x = np.random.default_rng(0).normal(0.15, 1.0, 400)
-    idx = S.resample_indices(400, 20000, 1)
+    idx = stats.resample_indices(400, 20000, 1)
     z = x.mean() / (x.std() / np.sqrt(400))  # the bootstrap sd of a mean is s / sqrt(n)
-    assert S.bootstrap_p(x.mean(), x[idx].mean(1)) == pytest.approx(2 * scipy.stats.norm.sf(z),
+    assert stats.bootstrap_p(x.mean(), x[idx].mean(1)) == pytest.approx(2 * scipy.stats.norm.sf(z),
                                                                     rel=0.05)
-    assert S.bootstrap_p(0.0, np.zeros(10)) == 1.0 and S.bootstrap_p(1.0, [1.0]) is None
+    assert stats.bootstrap_p(0.0, np.zeros(10)) == 1.0 and stats.bootstrap_p(1.0, [1.0]) is None
 
 
 def test_welch_matches_scipy_and_needs_two_runs_a_side():
     a, b = np.array([1.0, 2.5, 1.7]), np.array([2.2, 3.9, 3.1, 2.8])
     want = scipy.stats.ttest_ind(a, b, equal_var=False)
-    p, ci = S.welch(a, b)
+    p, ci = stats.welch(a, b)
     assert p == pytest.approx(want.pvalue)
     assert ci == pytest.approx(list(want.confidence_interval(0.95)))
-    assert S.welch([1.0], b) == (None, None) and S.welch([1.0, 1.0], [1.0, 1.0]) == (None, None)
+    assert stats.welch([1.0], b) == (None, None) and stats.welch([1.0, 1.0], [1.0, 1.0]) == (None, None)
 
 
 def test_sign_flip_p_is_never_below_one_over_flips_plus_one():
     delta = np.full(50, 3.0)  # every flip lowers |mean| except the identity's twin
-    assert S.sign_flip_p(delta, 999, 0) == pytest.approx(1 / 1000)
-    assert S.sign_flip_p(np.zeros(20), 99, 0) == 1.0
-    assert S.sign_flip_p(np.r_[np.nan, 1.0, -1.0], 99, 0) == 1.0  # NaN = does not count
+    assert stats.sign_flip_p(delta, 999, 0) == pytest.approx(1 / 1000)
+    assert stats.sign_flip_p(np.zeros(20), 99, 0) == 1.0
+    assert stats.sign_flip_p(np.r_[np.nan, 1.0, -1.0], 99, 0) == 1.0  # NaN = does not count
 
 
 def test_sd_ci_excludes_zero_exactly_when_bootstrap_p_is_below_alpha():
     rng = np.random.default_rng(0)
     for shift in np.linspace(0, 0.5, 11):
         boots = rng.normal(shift, 0.1, 300)
-        lo, hi = S.sd_ci(shift, boots)
-        assert (lo > 0 or hi < 0) == (S.bootstrap_p(shift, boots) < ALPHA)
+        lo, hi = stats.sd_ci(shift, boots)
+        assert (lo > 0 or hi < 0) == (stats.bootstrap_p(shift, boots) < ALPHA)

@@ -9,15 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import lib.download
 import torch
 
 import config
 import data
-import hardware
-import model as M
+from lib import hardware
+import model
 import train
-from data import UserError
 from synthetic import TINY_ARGS, write_corpus
+from lib.cli import UserError, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,7 @@ def read_log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("mode", M.MODES)
+@pytest.mark.parametrize("mode", model.MODES)
 def test_each_mode_learns_the_synthetic_corpus(run_train, mode):
     code, out = run_train(f"--mode={mode}", "--max_steps=40", "--lr=1e-2")
     assert code == 0
@@ -58,7 +60,7 @@ def test_each_mode_learns_the_synthetic_corpus(run_train, mode):
     if mode == "hybrid":
         assert abs(log[-1]["lam"] - 0.5) > 1e-3, "the learned lambda moves"
         assert {"loss_jepa", "loss_mlm"} <= set(log[-1])
-    ckpt = M.load_checkpoint(out / "ckpt.pt")
+    ckpt = model.load_checkpoint(out / "ckpt.pt")
     assert ckpt["step"] == 40 and ckpt["config"]["mode"] == mode
     conf = json.loads((out / "config.json").read_text())
     assert conf["config"]["mode"] == mode  # and which vocabulary it trained on
@@ -108,12 +110,12 @@ def test_resume_after_a_crash_is_bit_identical(run_train, monkeypatch, dtype):
     assert code == 0
     crash_at(monkeypatch, 25, run_train, "--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
              out="crashed")
-    assert M.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 20
+    assert model.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 20
     code, resumed = run_train("--mode=hybrid", "--max_steps=30", "--ckpt_every=10",
                               "--resume", out="crashed")
     assert code == 0
-    a = M.load_checkpoint(straight / "ckpt.pt")
-    b = M.load_checkpoint(resumed / "ckpt.pt")
+    a = model.load_checkpoint(straight / "ckpt.pt")
+    b = model.load_checkpoint(resumed / "ckpt.pt")
     assert a["step"] == b["step"] == 30
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -146,7 +148,7 @@ def default_run(corpus_env, monkeypatch, tmp_path):
 
 
 def assert_same_bits(a: Path, b: Path):
-    ca, cb = M.load_checkpoint(a / "ckpt.pt"), M.load_checkpoint(b / "ckpt.pt")
+    ca, cb = model.load_checkpoint(a / "ckpt.pt"), model.load_checkpoint(b / "ckpt.pt")
     assert ca["step"] == cb["step"]
     for part in ("model", "optimizer"):
         fa, fb = flat_tensors(ca[part]), flat_tensors(cb[part])
@@ -177,7 +179,7 @@ def test_the_default_configuration_is_bit_reproducible_and_resumes_exactly(defau
     # A second run of the same seed, crashed after its checkpoint at step 10 and resumed: it ends
     # with the same bits only if both its halves repeat the straight run's bits.
     crash_at(monkeypatch, 13, default_run, out="crashed")
-    assert M.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 10
+    assert model.load_checkpoint(straight.parent / "crashed" / "ckpt.pt")["step"] == 10
     code, resumed = default_run("--resume", out="crashed")
     assert code == 0
     assert_same_bits(straight, resumed)
@@ -212,7 +214,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(run_train, tmp_path
     with pytest.raises(UserError, match=r"non-finite loss at step 13 \(loss nan"):
         run_train("--mode=mlm", "--max_steps=30", "--ckpt_every=10", "--inject_nan_at=13",
                   out="nan")
-    ckpt = M.load_checkpoint(tmp_path / "nan" / "ckpt.pt")  # the last good one, loadable
+    ckpt = model.load_checkpoint(tmp_path / "nan" / "ckpt.pt")  # the last good one, loadable
     assert ckpt["step"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
@@ -222,7 +224,7 @@ def test_skip_nonfinite_skips_the_bad_step(run_train):
     code, out = run_train("--mode=mlm", "--max_steps=20", "--inject_nan_at=13",
                           "--skip_nonfinite=1")
     assert code == 0 and read_log(out)[-1]["skipped"] == 1
-    assert all(torch.isfinite(v).all() for v in M.load_checkpoint(out / "ckpt.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in model.load_checkpoint(out / "ckpt.pt")["model"]
                .values())
 
 
@@ -288,7 +290,7 @@ def test_a_full_disk_under_any_atomic_write_names_the_file_and_leaves_nothing(tm
         f.write(b"half")
         raise OSError(28, "No space left on device")
     with pytest.raises(UserError, match=f"could not write {tmp_path}/old.json: No space left"):
-        data.atomic_write(tmp_path / "old.json", no_space)
+        atomic_write(tmp_path / "old.json", no_space)
     assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
     assert (tmp_path / "old.json").read_text() == "old"
 
@@ -315,7 +317,7 @@ def light_compile(monkeypatch):
 
 
 def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_compile):
-    import bench
+    from tools import bench
     _, eager = run_train("--mode=hybrid", "--max_steps=10", out="eager")
     _, compiled = run_train("--mode=hybrid", "--max_steps=10", "--compile=true", out="compiled")
     for a, b in zip(read_log(eager), read_log(compiled), strict=True):
@@ -395,7 +397,7 @@ def test_checkpoints_can_be_paced_in_minutes(run_train):
                           "--ckpt_minutes=1e-9", out="timed")
     assert code == 0
     # due at every step: the one before the last survives as ckpt-prev.pt
-    assert M.load_checkpoint(out / "ckpt-prev.pt")["step"] == 5
+    assert model.load_checkpoint(out / "ckpt-prev.pt")["step"] == 5
 
 
 def test_offline_without_the_presets_corpus_the_error_names_one_that_is_here(tmp_path,
@@ -405,7 +407,7 @@ def test_offline_without_the_presets_corpus_the_error_names_one_that_is_here(tmp
 
     def offline(url, path, sha256):
         raise UserError(f"could not download {url} (ConnectionError)")
-    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(lib.download, "download", offline)
     with pytest.raises(UserError, match=r"wikitext-103-raw-v1.zip .*make pretrain MODE=mlm "
                                         r"CORPUS=enwiki \(train.py --corpus=enwiki\)"):
         train.main(["--mode=mlm", "--tokenizer=wordpiece-200", f"--out={tmp_path / 'r'}"])
@@ -416,9 +418,9 @@ def test_learning_curve_checkpoints_are_kept_at_their_fractions(run_train):
     code, out = run_train("--mode=mlm", "--max_steps=8", "--ckpt_every=1000",
                           "--keep_at=0.25,0.5")
     assert code == 0
-    kept = {p.name: M.load_checkpoint(p)["step"] for p in out.glob("ckpt-f*.pt")}
+    kept = {p.name: model.load_checkpoint(p)["step"] for p in out.glob("ckpt-f*.pt")}
     assert kept == {"ckpt-f0.25.pt": 2, "ckpt-f0.5.pt": 4}
-    final = M.load_checkpoint(out / "ckpt.pt")
+    final = model.load_checkpoint(out / "ckpt.pt")
     assert final["step"] == 8 and not torch.equal(  # a copy of that step's weights, not the end's
-        M.load_checkpoint(out / "ckpt-f0.5.pt")["model"]["encoder.tok_emb.weight"],
+        model.load_checkpoint(out / "ckpt-f0.5.pt")["model"]["encoder.tok_emb.weight"],
         final["model"]["encoder.tok_emb.weight"])

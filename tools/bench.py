@@ -1,6 +1,6 @@
 """Throughput of a training step in every mode, and of probe feature extraction.
 
-    python bench.py [--preset=tiny] [--modes=hybrid,mlm,jepa] [--dtype=bfloat16] [--compile=true]
+    python -m tools.bench [--preset=tiny] [--modes=hybrid,mlm,jepa] [--dtype=bfloat16] [--compile=true]
 
 Times the real code path (train.build_run + train.train_step on synthetic packed rows), warm
 steps only, median of several repeats. MFU is measured against the device's peak: NVIDIA's
@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import data
-import hardware as H
-import model as M
+from lib import hardware
+import model
 import train
-from data import UserError
+from lib.cli import UserError, parse_flags, run_cli
 
 BERT_SPECIALS = dict(pad=0, unk=100, cls=101, sep=102, mask=103)  # ids in bert-base-uncased
 
@@ -73,7 +72,7 @@ def setup(bc: BenchConfig, mode: str, deterministic: str, steps: int):
 
 
 def compiled_graphs() -> int:
-    return H.compile_counts()["graphs"]
+    return hardware.compile_counts()["graphs"]
 
 
 def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
@@ -98,9 +97,9 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     with_prefetch = prefetched_step_time(run, rows, cfg, bc, step, total)
     key = (cfg.device, cfg.dtype)
     if key not in peak_cache:
-        peak_cache[key] = H.device_peak_flops(cfg.device, cfg.dtype)
+        peak_cache[key] = hardware.device_peak_flops(cfg.device, cfg.dtype)
     flops = float(np.mean([train.batch_flops(run.mcfg, b, cfg.batch_size) for b in batches]))
-    counts = H.compile_counts()
+    counts = hardware.compile_counts()
     memory = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return dict(mode=mode, device=cfg.device, dtype=cfg.dtype, compiled=run.compiled,
@@ -109,7 +108,7 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 ms_per_step_repeats=[round(1000 * t, 2) for t in times],
                 tokens_per_s=round(cfg.batch_size * cfg.seq_len / seconds, 1),
                 flops_per_step=flops, flops_per_token=flops / (cfg.batch_size * cfg.seq_len),
-                peak_flops=peak_cache[key], mfu=round(H.mfu(flops, seconds, peak_cache[key]), 4),
+                peak_flops=peak_cache[key], mfu=round(hardware.mfu(flops, seconds, peak_cache[key]), 4),
                 peak_memory_bytes=memory,
                 recompiles_after_warmup=compiled_graphs() - graphs_after_warmup,
                 deterministic=cfg.deterministic == "true",
@@ -187,7 +186,7 @@ def bench_features(bc: BenchConfig, run_cfg) -> dict:
     lengths, batched by sorted length so a batch pads only to its own maximum."""
     mcfg = train.model_config(run_cfg, bc.vocab_size)
     device = torch.device(run_cfg.device)
-    encoder = M.Encoder(mcfg).to(device).eval()
+    encoder = model.Encoder(mcfg).to(device).eval()
     rng = np.random.default_rng(0)
     lengths = np.sort(rng.integers(8, min(64, mcfg.seq_len), bc.sentences))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,  # as probe.encode: bf16 on
@@ -208,12 +207,12 @@ def bench_features(bc: BenchConfig, run_cfg) -> dict:
 
 
 def main(argv):
-    bc, _ = data.parse_flags(argv, BenchConfig())
+    bc, _ = parse_flags(argv, BenchConfig())
     if bc.quick:
         bc.steps, bc.repeats, bc.warmup, bc.sentences, bc.vocab_size = 2, 1, 1, 64, 2000
-    bad = set(bc.modes) - set(M.MODES)
+    bad = set(bc.modes) - set(model.MODES)
     if bad or not bc.modes:
-        raise UserError(f"--modes={','.join(bc.modes)}: expected some of {', '.join(M.MODES)}")
+        raise UserError(f"--modes={','.join(bc.modes)}: expected some of {', '.join(model.MODES)}")
     if min(bc.steps, bc.repeats, bc.sentences) <= 0 or bc.warmup < 0:
         raise UserError("--steps, --repeats and --sentences must be positive, --warmup >= 0")
     peaks = {}
@@ -268,4 +267,4 @@ def cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from config import TrainConfig
+
 
 NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets
     "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "B200": 2250e12,
@@ -44,7 +44,7 @@ def mfu(flops: float, seconds: float, peak: float) -> float:
     return flops / seconds / peak if peak > 0 and seconds > 0 else 0.0
 
 
-def pick_device(cfg: TrainConfig) -> torch.device:
+def pick_device(cfg) -> torch.device:
     """This process's device (under torchrun, GPU LOCAL_RANK), set before NCCL starts."""
     if cfg.device != "cuda":
         return torch.device("cpu")
@@ -54,7 +54,7 @@ def pick_device(cfg: TrainConfig) -> torch.device:
     return device
 
 
-def set_deterministic(cfg: TrainConfig):
+def set_deterministic(cfg):
     """--deterministic=true: same seed, same bits. The one nondeterministic kernel of a compiled
     CPU step is Inductor's token-embedding backward, a parallel loop of atomic adds into the
     gradient rows (the order of the adds, and so the rounding, depends on thread timing); torch's

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The recipe search of issue 11: MLM-only candidates at 5e13 training FLOPs (the new tiny budget
 # of make paper; a third of the old one), seed 0, enwiki, train.py's defaults otherwise (compiled,
-# deterministic). Selection signals (train side only): recipe.py's validation MLM loss and
+# deterministic). Selection signals (train side only): study/recipe_search.py's validation MLM loss and
 # probe.py's held-out-train score (SST-2, STS-B; mean pooling). Run from the repository root:
-#   DATA_DIR=../shared/data bash results/recipe-search/run.sh
+#   DATA_DIR=../shared/data bash study/recipe_search.sh
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 BUDGET=5e13
@@ -20,6 +20,6 @@ for name in ${NAMES:-d128-wp8k-s64 d128-bert-s64 d128-wp8k-s64-lr4e-3}; do
         ${FLAGS[$name]} $( [ -f "$run/ckpt.pt" ] && echo --resume ) 2>&1 | tail -n 5
     echo $(( $(date +%s) - start )) > "$run/done"
   fi
-  $PY recipe.py --run=$run --flags="${FLAGS[$name]}" --out=results/recipe-search/$name.json
+  $PY -m study.recipe_search --run=$run --flags="${FLAGS[$name]}" --out=results/recipe-search/$name.json
 done
-$PY recipe.py --table=results/recipe-search
+$PY -m study.recipe_search --table=results/recipe-search

@@ -3,9 +3,10 @@
 A result file (a probe's JSON, analysis.json) records `settings`: everything it depends on (flags,
 hashes of the weights, of the data and of the code). A re-run reuses it only when those equal the
 settings it would use now, and otherwise says which differ and makes it again. probe.py,
-analyze.py and paper.py use this; probe results keep their per-example dev predictions (per probe
+analyze.py and study/study.py use this; probe results keep their per-example dev predictions (per probe
 seed) in a sidecar .npz whose hash the JSON records, for the paired tests of analyze.py.
 """
+import ast
 import functools
 import hashlib
 import json
@@ -13,18 +14,45 @@ from pathlib import Path
 
 import numpy as np
 
-import data
+from lib.cli import atomic_write
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+def _imports(path: Path) -> list[Path]:
+    """The project's source files that one file imports (`import x`, `from lib import x`,
+    `from lib.x import y`, at any depth of the file)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found += [f for n in names if (f := ROOT / (n.replace(".", "/") + ".py")).is_file()]
+    return found
 
 
 @functools.cache
-def code_version(files: tuple) -> str:
-    """sha256 (16 hex) of the source files that compute a result, as this process read them:
-    any edit to them re-runs it."""
+def code_files(entry: str) -> tuple[str, ...]:
+    """A source file and every project file it imports, transitively: what its results depend on.
+    Derived from the imports, so a new or moved module is never left out."""
+    seen, todo = set(), [Path(entry).resolve()]
+    while todo:
+        if (f := todo.pop()) not in seen:
+            seen.add(f)
+            todo += _imports(f)
+    return tuple(sorted(str(f.relative_to(ROOT)) for f in seen))
+
+
+@functools.cache
+def code_version(entry: str) -> str:
+    """sha256 (16 hex) of the names and bytes of code_files(entry), as this process read them:
+    any edit to them re-runs what they computed."""
     h = hashlib.sha256()
-    for name in files:
-        h.update((HERE / name).read_bytes())
+    for name in code_files(entry):
+        h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -64,10 +92,10 @@ def save_result(r: dict, path: Path) -> dict:
     arrays = {f"{s}.{k}": v.astype(np.float32 if k == "cos" or v.dtype.kind == "f" else np.int8)
               for s, kv in r["predictions"].items() for k, v in kv.items()}
     npz = path.with_suffix(".npz")
-    data.atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
     saved = dict(r, predictions=dict(file=npz.name, sha256=file_hash(npz),
                                      arrays={k: list(v.shape) for k, v in arrays.items()}))
-    data.atomic_write(path, lambda f: f.write(json.dumps(saved, indent=1)), mode="w")
+    atomic_write(path, lambda f: f.write(json.dumps(saved, indent=1)), mode="w")
     return saved
 
 

@@ -3,7 +3,7 @@ table, each test's null in one sentence, and analyze.py's report.md, written fro
 alone. paper.py's report uses the same pieces, and its "Along training" tables from the runs'
 logs.
 """
-import stats as S
+from lib import stats
 
 
 def fmt(v) -> str:
@@ -44,7 +44,7 @@ def tests_text(r: dict) -> list[str]:
     lines = [f"- **{k}** test, {v}" for k, v in r["tests"].items()]
     for p in r["pairs"]:
         text = (f"- **{p['label']}**: {p['family']} tests ({', '.join(p['tests'])}), adjusted by "
-                f"{S.ADJUST_NAMES[p['correction']]}; significant = adjusted p < {p['alpha']:g}; "
+                f"{stats.ADJUST_NAMES[p['correction']]}; significant = adjusted p < {p['alpha']:g}; "
                 "`consistent` = significant in every cell, in one direction.")
         if p["threshold"]:
             text += (f" Holm's smallest threshold: {p['alpha']:g}/{p['family']} = "

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import data
-from data import UserError
+from lib.cli import UserError, atomic_write, parse_flags, run_cli
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 SMALL_RUN = ["--seq_len=64", "--d_model=128", "--n_layers=2", "--n_heads=4", "--pred_dim=64",
              "--pred_depth=1", "--batch_size=32", "--warmup_steps=5", "--lr=1e-3",
              "--tokenizer=wordpiece-500", "--log_every=5"]
@@ -46,7 +45,7 @@ def result(name: str, status: str, detail: str, **numbers) -> dict:
 # ----------------------------------------------------------------------------- checks
 
 def check_bench(cc: CheckConfig) -> list[dict]:
-    import bench
+    from tools import bench
     out = []
     for mode in ("mlm", "jepa", "hybrid"):
         bc = bench.BenchConfig(preset=cc.preset, modes=(mode,), dtype="bfloat16", compile="true")
@@ -64,7 +63,7 @@ def check_bench(cc: CheckConfig) -> list[dict]:
 def train_cmd(corpus: Path, out: Path, *extra, world: int = 1) -> list[str]:
     launcher = [sys.executable] if world == 1 else [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}"]
-    return [*launcher, str(HERE / "train.py"), *SMALL_RUN, f"--corpus={corpus}", f"--out={out}",
+    return [*launcher, str(ROOT / "train.py"), *SMALL_RUN, f"--corpus={corpus}", f"--out={out}",
             "--ckpt_every=10", *extra]
 
 
@@ -179,7 +178,7 @@ def ridge_accuracy(X, y, Xd, yd, l2: float = 1.0) -> float:
 
 def check_flash(cc: CheckConfig) -> list[dict]:
     """Which SDPA kernel a compiled bf16 training step of the hybrid runs, from the profiler."""
-    import bench
+    from tools import bench
     import train
     cfg, _, _ = train.resolve_config(["--mode=hybrid", f"--preset={cc.preset}",
                                       "--dtype=bfloat16", "--compile=true"], True)
@@ -207,7 +206,7 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv):
-    cc, _ = data.parse_flags(argv, CheckConfig())
+    cc, _ = parse_flags(argv, CheckConfig())
     if not torch.cuda.is_available():
         results = [result(name, "SKIP", "no CUDA device on this machine (torch "
                           f"{torch.__version__}, cuda {torch.version.cuda or 'none'})")
@@ -235,7 +234,7 @@ def main(argv):
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"
     report = dict(device=device, gpus=torch.cuda.device_count(), torch=torch.__version__,
                   results=results)
-    data.atomic_write(Path(cc.out), lambda f: f.write(json.dumps(report, indent=2,
+    atomic_write(Path(cc.out), lambda f: f.write(json.dumps(report, indent=2,
                                                                  default=str)), mode="w")
     print(f"\n{device} | torch {torch.__version__}\n{table(results)}\n-> {cc.out}")
     return 1 if any(r["status"] == "FAIL" for r in results) else 0
@@ -253,4 +252,4 @@ def synthetic_corpus(folder: Path) -> Path:
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)

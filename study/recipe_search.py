@@ -1,7 +1,7 @@
 """The recipe search's selection signals, all from the train side (never from a reported dev split):
 
-    python recipe.py --run=out/search/NAME --flags="..." --out=results/recipe-search/NAME.json
-    python recipe.py --table=results/recipe-search       # README.md: every run, and the winner
+    python -m study.recipe_search --run=out/search/NAME --flags="..." --out=results/recipe-search/NAME.json
+    python -m study.recipe_search --table=results/recipe-search       # README.md: every run, and the winner
 
 1. validation MLM loss: the run's encoder + MLM head on the first VAL_ROWS rows of the corpus's
    validation documents, masked at MASK_PROB from fixed seeds (the same positions for every run
@@ -17,7 +17,6 @@ scores (SELECTION); validation loss is reported beside it and breaks ties within
 """
 import json
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +25,16 @@ import torch
 
 import data
 import masks
-import model as M
-import paper
-import probe as P
-from data import UserError
+import model
+from study import study
+import probe
+from lib.cli import UserError, atomic_write, parse_flags, run_cli
 
 VAL_ROWS = 2048
 VAL_SEED = 1234         # mask draws of the validation loss: stream VAL_SEED, chunk i
 MASK_PROB = 0.15        # whatever rate the run trained with: a fixed yardstick
 SELECTION = (("sst2", "acc"), ("stsb", "spearman"))
-PROBE_ARGS = "--pooler_cap=1000 --max_iter=50"   # paper.py's
+PROBE_ARGS = "--pooler_cap=1000 --max_iter=50"   # study.py's
 
 
 @dataclass
@@ -50,14 +49,14 @@ class RecipeConfig:
 @torch.inference_mode()
 def validation_loss(ckpt_path, rows: int = VAL_ROWS) -> dict:
     """Mean MLM cross-entropy over the masked positions of the first `rows` validation rows."""
-    ckpt = M.load_checkpoint(ckpt_path)
-    mcfg, cfg = M.ModelConfig(**ckpt["model_config"]), ckpt["config"]
+    ckpt = model.load_checkpoint(ckpt_path)
+    mcfg, cfg = model.ModelConfig(**ckpt["model_config"]), ckpt["config"]
     if mcfg.mode == "jepa":
         raise UserError(f"{ckpt_path}: a jepa run has no MLM head; validation MLM loss needs "
                         "an mlm or hybrid run")
-    model = M.PredictReconstruct(mcfg)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    net = model.PredictReconstruct(mcfg)
+    net.load_state_dict(ckpt["model"])
+    net.eval()
     tok = data.load_tokenizer(cfg["tokenizer"], cfg["corpus"])
     if tok.to_str() != ckpt["tokenizer"]:
         raise UserError(f"{ckpt_path}: its tokenizer differs from {cfg['tokenizer']} on disk")
@@ -69,7 +68,7 @@ def validation_loss(ckpt_path, rows: int = VAL_ROWS) -> dict:
         corrupted, pos, labels = masks.mlm_corrupt(
             tokens, list(sp.values()), sp["mask"], tok.get_vocab_size(),
             masks.step_generator(VAL_SEED, i, 0), MASK_PROB)
-        total += float(model.loss_mlm(corrupted, pos, labels)) * labels.numel()
+        total += float(net.loss_mlm(corrupted, pos, labels)) * labels.numel()
         count += labels.numel()
     return dict(val_mlm_loss=round(total / count, 4), val_rows=len(val), val_masked=count)
 
@@ -77,10 +76,10 @@ def validation_loss(ckpt_path, rows: int = VAL_ROWS) -> dict:
 def heldout_scores(ckpt: str, results: Path, like: str = "") -> dict:
     """probe.py's held-out-train score (mean over its seeds) of each SELECTION task, mean pool;
     ckpt=random with like=a checkpoint: its architecture and tokenizer, with initial weights."""
-    cfg = data.parse_flags(shlex.split(PROBE_ARGS), P.ProbeConfig(
+    cfg = parse_flags(shlex.split(PROBE_ARGS), probe.ProbeConfig(
         task=tuple(t for t, _ in SELECTION), ckpt=ckpt, pool=("mean",), out=str(results),
         random_like=like))[0]
-    found, _ = P.run_probe(cfg, reuse=True)
+    found, _ = probe.run_probe(cfg, reuse=True)
     return {r["task"]: round(float(np.mean(r["heldout_score"])), 2) for r in found}
 
 
@@ -98,7 +97,7 @@ def record(cfg: RecipeConfig) -> dict:
                 f"--max_flops={conf['config']['max_flops']:g} {cfg.flags}".strip(),
                 config=conf["config"], params=conf["params"], steps=log[-1]["step"],
                 tokens=log[-1]["tokens"], flops=log[-1]["flops"],
-                wall_min=round(paper.wall_time(log) / 60, 2),
+                wall_min=round(study.wall_time(log) / 60, 2),
                 final_train_loss=round(log[-1]["loss"], 4), **validation_loss(ckpt, cfg.rows),
                 heldout=trained, heldout_random=random,
                 selection_score=round(float(np.mean(list(scores.values()))), 2))
@@ -107,13 +106,13 @@ def record(cfg: RecipeConfig) -> dict:
 def table(folder: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     if not runs:
-        raise UserError(f"{folder}: no run JSONs; run recipe.py --run=... --out={folder}/NAME.json")
+        raise UserError(f"{folder}: no run JSONs; run python -m study.recipe_search --run=... --out={folder}/NAME.json")
     best = max(runs, key=lambda r: r["selection_score"])
     lines = ["# Recipe search (issue 11)", "",
-             "Generated by `python recipe.py --table=results/recipe-search` from the JSON files "
-             "here, which `results/recipe-search/run.sh` made (each JSON: the command, the "
+             "Generated by `python -m study.recipe_search --table=results/recipe-search` from the JSON files "
+             "here, which `study/recipe_search.sh` made (each JSON: the command, the "
              "resolved config, the signals, the wall time). MLM only, seed 0, enwiki. Signals "
-             "are train-side only: validation MLM loss (recipe.py; comparable within one "
+             "are train-side only: validation MLM loss (study/recipe_search.py; comparable within one "
              "tokenizer only) and probe.py's held-out-train score (10% of TRAIN, mean pooling; "
              "random: the same architecture with its initial weights). Dev splits were not "
              "read. Rule: highest mean of the held-out SST-2 accuracy and STS-B Spearman.", "",
@@ -134,10 +133,10 @@ def table(folder: Path) -> str:
 
 
 def main(argv):
-    cfg, _ = data.parse_flags(argv, RecipeConfig())
+    cfg, _ = parse_flags(argv, RecipeConfig())
     if cfg.table:
         text = table(Path(cfg.table))
-        data.atomic_write(Path(cfg.table) / "README.md", lambda f: f.write(text), mode="w")
+        atomic_write(Path(cfg.table) / "README.md", lambda f: f.write(text), mode="w")
         print(text)
         return 0
     if not cfg.run or not cfg.out:
@@ -145,11 +144,11 @@ def main(argv):
     if not (Path(cfg.run) / "ckpt.pt").exists():
         raise UserError(f"--run={cfg.run}: no ckpt.pt there; train it first (train.py --out=...)")
     rec = record(cfg)
-    data.atomic_write(Path(cfg.out), lambda f: f.write(json.dumps(rec, indent=1)), mode="w")
+    atomic_write(Path(cfg.out), lambda f: f.write(json.dumps(rec, indent=1)), mode="w")
     print(json.dumps({k: rec[k] for k in ("name", "val_mlm_loss", "heldout", "heldout_random",
                                           "selection_score", "wall_min")}))
     return 0
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)

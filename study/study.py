@@ -1,6 +1,6 @@
 """`make paper`: the whole study in one resumable command, and its report.
 
-    python paper.py [--preset=tiny] [--budget=1.5e14] [--arms=hybrid,mlm] [--corpus=enwiki]
+    python -m study.study [--preset=tiny] [--budget=1.5e14] [--arms=hybrid,mlm] [--corpus=enwiki]
 
 1. pre-trains every arm at the same FLOP budget (train.py --max_flops), each in its own process so
    that a crash costs one arm only, into <out>/<arm>-<preset> (an arm hybrid:fixed:0.5 into
@@ -24,16 +24,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import analyze as A  # first: it limits the BLAS threads before numpy is imported
-import data
-import figures as G
-import model as M
+import analyze  # first: it limits the BLAS threads before numpy is imported
+from lib import figures
+import model
 import numpy as np
-import probe as P
-import report as T
-from data import UserError
+import probe
+from lib import markdown
+from lib import glue
+from lib.cli import UserError, atomic_write, parse_flags, run_cli
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 # Trained poolers are fitted on token states (3 encoders x 2 poolers x 4 tasks, in the probes and
 # again in the analysis): a weighted pooler on 2,000 STS-B pairs took up to 6 minutes per probe
 # on a busy 2-core CPU. 1,000 examples and 50 L-BFGS steps keep them within the 90 minutes.
@@ -51,8 +51,8 @@ class PaperConfig:
                                     # checkpoints at these fractions of its run (train.py
                                     # --keep_at), probed on CURVE_TASKS with mean pooling
     corpus: str = ""                # train.py --corpus; empty = the preset's
-    tasks: tuple[str, ...] = tuple(data.TASKS)
-    pools: tuple[str, ...] = P.POOLS
+    tasks: tuple[str, ...] = tuple(glue.TASKS)
+    pools: tuple[str, ...] = probe.POOLS
     baselines: tuple[str, ...] = ("random", "majority", "bow")
     n: int = 1000                   # analysis: dev examples per task
     bootstrap: int = 200
@@ -101,7 +101,7 @@ def arm_status(run: Path, budget: float, seed: int = 0) -> str:
         if conf["config"][key] != want:
             raise UserError(f"{run} was trained with --{key}={conf['config'][key]:g}, not "
                             f"{want:g}; delete it or pass another --out")
-    step = M.load_checkpoint(run / "ckpt.pt")["step"]
+    step = model.load_checkpoint(run / "ckpt.pt")["step"]
     return "done" if step >= conf["planned_steps"] else "unfinished"
 
 
@@ -109,15 +109,15 @@ def parse_arm(arm: str) -> tuple[str, str]:
     """'<mode>[:<lambda_mode>]' -> (mode, lambda_mode or '' for train.py's default): a lambda
     variant is an arm of its own, e.g. hybrid:uncertainty, hybrid:fixed:0.5, hybrid:balanced."""
     mode, _, lambda_mode = arm.partition(":")
-    if mode not in M.MODES:
+    if mode not in model.MODES:
         raise UserError(f"--arms={arm}: expected <mode>[:<lambda_mode>] with a mode in "
-                        f"{', '.join(M.MODES)}, e.g. hybrid:uncertainty")
+                        f"{', '.join(model.MODES)}, e.g. hybrid:uncertainty")
     if lambda_mode and mode != "hybrid":
         raise UserError(f"--arms={arm}: only a hybrid arm mixes two losses; a lambda_mode "
                         "goes with hybrid (hybrid:<lambda_mode>)")
     if lambda_mode:
         try:
-            M.parse_lambda_mode(lambda_mode)
+            model.parse_lambda_mode(lambda_mode)
         except ValueError as e:
             raise UserError(f"--arms={arm}: {e}") from None
     return mode, lambda_mode
@@ -147,7 +147,7 @@ def train_arms(cfg: PaperConfig, budget: float, errors: dict) -> dict[str, Path]
             run = Path(cfg.out) / arm_folder(arm, cfg.preset, seed)
             status = arm_status(run, budget, seed)
             if status != "done":  # the arm's lambda_mode last: it wins over one in train_args
-                cmd = [sys.executable, str(HERE / "train.py"), f"--mode={mode}",
+                cmd = [sys.executable, str(ROOT / "train.py"), f"--mode={mode}",
                        f"--preset={cfg.preset}", f"--max_flops={budget:g}", f"--out={run}",
                        f"--seed={seed}", *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
                        *([f"--keep_at={','.join(map(str, cfg.curve))}"] if cfg.curve and not seed
@@ -155,7 +155,7 @@ def train_arms(cfg: PaperConfig, budget: float, errors: dict) -> dict[str, Path]
                        *shlex.split(cfg.train_args),
                        *([f"--lambda_mode={lambda_mode}"] if lambda_mode else []),
                        *(["--resume"] if status == "unfinished" else [])]
-                shown = shlex.join(cmd).replace(f"{HERE}/", "")  # no machine paths in logs
+                shown = shlex.join(cmd).replace(f"{ROOT}/", "")  # no machine paths in logs
                 print(f"paper: training {arm} seed {seed} ({status}): {shown}",
                       file=sys.stderr, flush=True)
                 code = subprocess.run(cmd).returncode
@@ -184,7 +184,7 @@ def probe_jobs(cfg: PaperConfig, runs: list[Path]) -> list[tuple]:
         jobs += [(ckpt, Path(f"out/{folder}/probe"), cfg.pools, None) for ckpt, folder in
                  (random_name(cfg.preset, s) for s in range(cfg.seeds))]
     jobs += [(b, Path("out/baselines/probe"), (b,), None) for b in cfg.baselines
-             if b in P.BASELINES]
+             if b in probe.BASELINES]
     jobs += [(str(path), path.parent / f"curve-{f:g}", ("mean",), CURVE_TASKS)
              for f, path in curve_points(cfg, runs)]
     return jobs
@@ -202,17 +202,17 @@ def probe_all(cfg: PaperConfig, runs: list[Path], tasks: list, errors: dict):
     like = str(runs[0] / "ckpt.pt") if runs else ""  # the random encoders' architecture
     for ckpt, folder, stems, only in probe_jobs(cfg, runs):
         for task in [t for t in tasks if only is None or t in only]:
-            pcfg = P.ProbeConfig(task=(task,), ckpt=ckpt, pool=tuple(stems) if ckpt not in
-                                 P.BASELINES else ("mean",), preset=cfg.preset, out=str(folder),
+            pcfg = probe.ProbeConfig(task=(task,), ckpt=ckpt, pool=tuple(stems) if ckpt not in
+                                 probe.BASELINES else ("mean",), preset=cfg.preset, out=str(folder),
                                  random_like=like if ckpt.startswith("random") else "")
             try:
-                P.run_probe(data.parse_flags(shlex.split(cfg.probe_args), pcfg)[0], reuse=True)
+                probe.run_probe(parse_flags(shlex.split(cfg.probe_args), pcfg)[0], reuse=True)
             except UserError as e:
                 errors[f"probe {ckpt} {task}"] = str(e)
 
 
-def analysis_config(cfg: PaperConfig, runs: list[Path], tasks: list) -> A.AnalyzeConfig:
-    return A.AnalyzeConfig(runs=tuple(str(r) for r in runs), tasks=tuple(tasks), pools=cfg.pools,
+def analysis_config(cfg: PaperConfig, runs: list[Path], tasks: list) -> analyze.AnalyzeConfig:
+    return analyze.AnalyzeConfig(runs=tuple(str(r) for r in runs), tasks=tuple(tasks), pools=cfg.pools,
                            random="random" in cfg.baselines, random_seeds=cfg.seeds,
                            preset=cfg.preset, n=cfg.n,
                            probe_args=cfg.probe_args, bootstrap=cfg.bootstrap,
@@ -250,8 +250,8 @@ def pair_cells(analysis: dict, task: str, pool: str, metric: str) -> list[str]:
     for p in analysis["pairs"]:
         c = next((c for c in analysis["comparisons"] if (c["pair"], c["task"], c["pool"],
                   c["metric"]) == (p["label"], task, pool, metric)), {})
-        out += [T.with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), T.fmt_p(c.get("p")),
-                T.fmt_p(c.get("p_adj"))]
+        out += [markdown.with_ci(dict(value=c.get("diff"), ci=c.get("ci"))), markdown.fmt_p(c.get("p")),
+                markdown.fmt_p(c.get("p_adj"))]
     return out
 
 
@@ -261,10 +261,10 @@ def cell(analysis: dict, task: str, pool: str, models: list, metric: str) -> str
            if (c["task"], c["pool"]) == (task, pool) and c["model"] in models]
     values = [m["value"] for m in got if m and m.get("value") is not None]
     if len(models) == 1:
-        return T.with_ci(got[0]) if got else "-"
+        return markdown.with_ci(got[0]) if got else "-"
     if not values:
         return "-"
-    return f"{T.fmt(np.mean(values))} ± {T.fmt(np.std(values, ddof=1))} ({len(values)})"
+    return f"{markdown.fmt(np.mean(values))} ± {markdown.fmt(np.std(values, ddof=1))} ({len(values)})"
 
 
 def versus_random(analysis: dict | None, groups: dict) -> list[str]:
@@ -279,7 +279,7 @@ def versus_random(analysis: dict | None, groups: dict) -> list[str]:
              "above every random init. Test: analysis/analysis.json's comparison of the arm's "
              "method with random (Welch over seeds when both sides have >= 2 runs; its null "
              "and correction under 'Every metric, compared').", "",
-             *T.table_head(["task", "arm", "seeds", "random inits", "beyond the spread",
+             *markdown.table_head(["task", "arm", "seeds", "random inits", "beyond the spread",
                             "a - b [95% CI]", "test", "p", "p adj"])]
     for task in [t for t in CURVE_TASKS if t in analysis["tasks"]]:
         def scores(models):
@@ -294,12 +294,12 @@ def versus_random(analysis: dict | None, groups: dict) -> list[str]:
                           if (p["a"], p["b"]) == (models, groups["random"])), None)
             c = next((c for c in analysis["comparisons"] if (c["task"], c["pool"], c["metric"],
                       c["pair"]) == (task, "mean", "semantic_probe", label)), {})
-            lines.append(f"| {task} | {arm} | {', '.join(map(T.fmt, own))} | "
-                         f"{', '.join(map(T.fmt, rand))} | "
+            lines.append(f"| {task} | {arm} | {', '.join(map(markdown.fmt, own))} | "
+                         f"{', '.join(map(markdown.fmt, rand))} | "
                          f"{'yes' if own and rand and min(own) > max(rand) else 'no'} | "
-                         f"{T.with_ci(dict(value=c.get('diff'), ci=c.get('ci')))} | "
-                         f"{c.get('test') or '-'} | {T.fmt_p(c.get('p'))} | "
-                         f"{T.fmt_p(c.get('p_adj'))} |")
+                         f"{markdown.with_ci(dict(value=c.get('diff'), ci=c.get('ci')))} | "
+                         f"{c.get('test') or '-'} | {markdown.fmt_p(c.get('p'))} | "
+                         f"{markdown.fmt_p(c.get('p_adj'))} |")
     return lines
 
 
@@ -313,7 +313,7 @@ def learning_curve(cfg: PaperConfig, runs: dict, analysis: dict | None) -> tuple
         conf, log = json.loads((run / "config.json").read_text()), read_log(run)
         for f in (*cfg.curve, 1.0):
             folder = run / "probe" if f == 1.0 else run / f"curve-{f:g}"
-            scores = {t: json.loads(p.read_text())["metrics"][A.PRIMARY[t]]
+            scores = {t: json.loads(p.read_text())["metrics"][analyze.PRIMARY[t]]
                       for t in CURVE_TASKS if (p := folder / f"{t}-mean.json").exists()}
             if scores:
                 step = max(1, round(f * conf["planned_steps"]))
@@ -326,11 +326,11 @@ def learning_curve(cfg: PaperConfig, runs: dict, analysis: dict | None) -> tuple
              f"{', '.join(f'{f:g}' for f in cfg.curve)} of its run and at its end: "
              f"{', '.join(CURVE_TASKS)} with mean pooling (percent; <task>-mean.json in the "
              "folder named). Random: the random-weight encoders' mean over their inits.", "",
-             *T.table_head(["arm", "fraction", "tokens", *CURVE_TASKS, "source"])]
+             *markdown.table_head(["arm", "fraction", "tokens", *CURVE_TASKS, "source"])]
     for name, pts in points.items():
         for f, tokens, scores, folder in pts:
             lines.append(f"| {name} | {f:g} | {tokens:,} | " + " | ".join(
-                T.fmt(scores.get(t)) for t in CURVE_TASKS) + f" | {folder} |")
+                markdown.fmt(scores.get(t)) for t in CURVE_TASKS) + f" | {folder} |")
     if analysis:
         randoms = [m["name"] for m in analysis["models"] if m["method"] == "random"]
         lines.append("| random | - | 0 | " + " | ".join(
@@ -349,7 +349,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
         groups.setdefault(arm, []).append(name)
     names = list(groups)
     lines = [f"# Predict and Reconstruct at preset {cfg.preset}", "",
-             "Generated by paper.py. Every number of ours is read from the JSON or log file "
+             "Generated by study/study.py (`make paper`). Every number of ours is read from the JSON or log file "
              "named next to it; the original's numbers are quoted with their source file.", "",
              f"Budget {budget:.3g} FLOPs per arm (train.py --max_flops); corpus "
              f"{cfg.corpus or 'the preset default'}; train.py flags "
@@ -360,23 +360,23 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
     lines += [f"- skipped {t}: {why}" for t, why in skipped.items()]
     lines += [f"- **failed** {k}: {why}" for k, why in errors.items()]
     lines += ["", "## Pre-training at equal compute", "",
-              *T.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
+              *markdown.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
                              "lambda_mode", "lambda along training", "final loss", "source"])]
     for name, run in runs.items():
         arm = arm_of(cfg, name)
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
         last = log[-1]
         hybrid = parse_arm(arm)[0] == "hybrid"  # the others log a constant lambda
-        lam = T.lam_path(log) if hybrid else "-"
+        lam = markdown.lam_path(log) if hybrid else "-"
         if hybrid and "lam_rel" in last:
-            lam += f" (lam_rel {T.lam_path(log, 'lam_rel')})"
+            lam += f" (lam_rel {markdown.lam_path(log, 'lam_rel')})"
         lines.append(f"| {run.name} | {last['step']:,} ({conf['planned_steps']:,}) | "
                      f"{last['flops']:.3e} | {last['tokens']:,} | {wall_time(log) / 60:.1f} min | "
                      f"{conf['config']['lambda_mode'] if hybrid else '-'} | {lam} | "
                      f"{last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
-    lines += T.trajectory({name: read_log(run) for name, run in runs.items()})
+    lines += markdown.trajectory({name: read_log(run) for name, run in runs.items()})
     curve, points = learning_curve(cfg, runs, analysis)
-    figs = G.paper_figures({n: read_log(r) for n, r in runs.items()}, points, analysis, groups,
+    figs = figures.paper_figures({n: read_log(r) for n, r in runs.items()}, points, analysis, groups,
                            Path(cfg.out))
     lines += ["", "Figures (matplotlib; `make paper` installs it from requirements-paper.txt):"
               if figs is not None else "No figures: matplotlib is not installed "
@@ -395,7 +395,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
               "arms within a pooling, not poolings with each other. a - b: the paired test of the "
               "probe difference on the same dev examples (analysis/analysis.json, metric "
               "semantic_probe; tests below).", "",
-              *T.table_head(["task", "metric", "source", "pool", *names, "majority", "bow",
+              *markdown.table_head(["task", "metric", "source", "pool", *names, "majority", "bow",
                              *pair_columns(analysis)])]
     for task in cfg.tasks:  # the original's rows even for tasks we could not run
         for t, metric, hyb, mlm, source, note in ORIGINAL_PROBES:
@@ -408,9 +408,9 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
             base = analysis["baselines"][task]
             for pool in cfg.pools:
                 ours = [cell(analysis, task, pool, groups[n], "semantic_probe") for n in names]
-                ours += [T.with_ci(base["majority"]), T.with_ci(base["bow"])]
+                ours += [markdown.with_ci(base["majority"]), markdown.with_ci(base["bow"])]
                 ours += pair_cells(analysis, task, pool, "semantic_probe")
-                lines.append(f"| {task} | {A.PRIMARY[task]} | ours | {pool} | " + " | ".join(ours)
+                lines.append(f"| {task} | {analyze.PRIMARY[task]} | ours | {pool} | " + " | ".join(ours)
                              + " |")
     lines += ["", "## Uniformity next to the original", "",
               f"The abstract, {ABSTRACT}: \"{ABSTRACT_CLAIM}\". The README, {README}, per cell "
@@ -418,7 +418,7 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
               "Ours: analysis/analysis.json (definitions in analysis/report.md).", ""]
     if analysis and analysis["pairs"]:
         orig = {(t, p): (h, m) for t, p, h, m in ORIGINAL_UNIFORMITY}
-        lines += T.table_head(["task", "pool", "original hybrid", "original MLM", *names,
+        lines += markdown.table_head(["task", "pool", "original hybrid", "original MLM", *names,
                                *pair_columns(analysis)])
         for t, p in dict.fromkeys((c["task"], c["pool"]) for c in analysis["cells"]):
             h, m = orig.get((t, p), ("-", "-"))
@@ -427,11 +427,11 @@ def report(cfg: PaperConfig, budget: float, runs: dict, skipped: dict, errors: d
                 + pair_cells(analysis, t, p, "uniformity")) + " |")
         lines += ["", "## Every metric, compared", "",
                   "From analysis/analysis.json (`consistency`). Tests (p: raw; p adj: corrected):",
-                  "", *T.tests_text(analysis)]
+                  "", *markdown.tests_text(analysis)]
         for pair in analysis["pairs"]:
             lines += ["", f"{pair['label']} (a = {' + '.join(pair['a'])}, b = "
                       f"{' + '.join(pair['b'])}):", "",
-                      *T.consistency_table(analysis["consistency"][pair["label"]], "a", "b")]
+                      *markdown.consistency_table(analysis["consistency"][pair["label"]], "a", "b")]
     else:
         lines.append("No analysis with two sides to compare (a hybrid and an MLM arm, or "
                      "--compare): nothing to compare.")
@@ -445,18 +445,18 @@ def check_compare(cfg: PaperConfig):
     """The analysis' flags (--compare against the arms' names, --correction, the probe flags),
     checked before hours of training."""
     acfg = analysis_config(cfg, [], list(cfg.tasks))
-    A.check(acfg)
+    analyze.check(acfg)
     models = [dict(name=arm_folder(a, cfg.preset, s), method=arm_method(a)) for a in cfg.arms
               for s in range(cfg.seeds)]
     models += [dict(name=random_name(cfg.preset, s)[1], method="random")
                for s in range(cfg.seeds) if "random" in cfg.baselines]
-    A.resolve_pairs(acfg, models)
+    analyze.resolve_pairs(acfg, models)
 
 
 def arm_method(arm: str) -> str:
     """analyze.py's method name of an arm (what its seeds are runs of)."""
     mode, lambda_mode = parse_arm(arm)
-    return A.method(dict(mode=mode, lambda_mode=lambda_mode or "learned"))
+    return analyze.method(dict(mode=mode, lambda_mode=lambda_mode or "learned"))
 
 
 def default_compare(cfg: PaperConfig, arms) -> tuple[str, ...]:
@@ -471,25 +471,25 @@ def available(tasks) -> tuple[list, dict]:
     ok, skipped = [], {}
     for task in tasks:
         try:
-            P.load_splits(task)
+            probe.load_splits(task)
             ok.append(task)
         except UserError as e:
-            skipped[task] = A.portable(str(e))
+            skipped[task] = analyze.portable(str(e))
     return ok, skipped
 
 
 def main(argv):
-    cfg, _ = data.parse_flags(argv, PaperConfig())
+    cfg, _ = parse_flags(argv, PaperConfig())
     budget = cfg.budget or BUDGETS.get(cfg.preset, 0.0)
     if budget <= 0:
         raise UserError(f"--preset={cfg.preset} has no default budget; pass --budget=FLOPs per arm")
     if not cfg.arms:
-        raise UserError(f"--arms is empty: expected some of {', '.join(M.MODES)}")
+        raise UserError(f"--arms is empty: expected some of {', '.join(model.MODES)}")
     for arm in cfg.arms:
         parse_arm(arm)
     if len({arm_folder(a, cfg.preset) for a in cfg.arms}) < len(cfg.arms):
         raise UserError(f"--arms={','.join(cfg.arms)}: an arm is named twice")
-    bad = [b for b in cfg.baselines if b not in ("random", *P.BASELINES)]
+    bad = [b for b in cfg.baselines if b not in ("random", *probe.BASELINES)]
     if bad:
         raise UserError(f"--baselines={','.join(bad)}: expected some of random, majority, bow")
     if cfg.seeds < 1 or not all(0 < f < 1 for f in cfg.curve):
@@ -504,12 +504,12 @@ def main(argv):
     if runs and tasks:
         acfg = analysis_config(cfg, list(runs.values()), tasks)
         try:
-            analysis = A.analyze(acfg, reuse=True)
+            analysis = analyze.analyze(acfg, reuse=True)
         except UserError as e:  # a probe that failed above fails here again: report, go on
             errors["analysis"] = str(e)
     path = Path(cfg.out) / "report.md"
     text = report(cfg, budget, runs, skipped, errors, analysis)
-    data.atomic_write(path, lambda f: f.write(text), mode="w")
+    atomic_write(path, lambda f: f.write(text), mode="w")
     print(f"paper: {path} ({(time.time() - t0) / 60:.1f} min)")
     if errors:
         raise UserError(f"{len(errors)} stage(s) failed: " + "; ".join(errors)
@@ -518,4 +518,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    data.run_cli(main)
+    run_cli(main)
