@@ -30,7 +30,6 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 import data  # noqa: E402
 import features  # noqa: E402
@@ -40,7 +39,9 @@ from lib import provenance  # noqa: E402
 from lib import markdown  # noqa: E402
 from lib import stats  # noqa: E402
 from lib import glue  # noqa: E402
-from lib.download import data_dir  # noqa: E402
+from lib.compare import num, rounded  # noqa: E402
+from lib import compare  # noqa: E402
+from lib.download import portable  # noqa: E402
 from lib.cli import UserError, atomic_write, parse_flags, run_cli  # noqa: E402
 
 
@@ -48,7 +49,7 @@ from lib.cli import UserError, atomic_write, parse_flags, run_cli  # noqa: E402
 class AnalyzeConfig:
     runs: tuple[str, ...] = ("out/hybrid-tiny", "out/mlm-tiny")  # folders: config.json, ckpt.pt
     tasks: tuple[str, ...] = ("sst2", "mrpc", "mnli", "cola", "stsb")
-    pools: tuple[str, ...] = probe.POOLS
+    pools: tuple[str, ...] = features.POOLS
     random: bool = True         # also measure random-weight encoders of the runs' architecture
     random_seeds: int = 1       # ... this many: the inits of train.py --seed=0, 1, ...
     preset: str = "tiny"        # its preset when no run is given
@@ -295,109 +296,13 @@ def semantic(r: dict, task: str, pool: str, gold: np.ndarray, idx: np.ndarray) -
                 per_example=100 * (preds == gold).mean(0) if fn is stats.accuracy else None)
 
 
-def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
-    """({split: (a, b or None)} pooled vectors of train and the dev split, train examples), as
-    probe.embed pools them, but both splits from one fit of a trained pooler: the probe's own
-    seed-0 pooler, by its own protocol (embed would fit it again for each split)."""
-    dev_split = glue.TASKS[task].dev_splits[0]
-    train, _ = probe.train_subset(pcfg, pool, splits["train"])
-    parts = probe.build_parts(pcfg, source, task, {"train": splits["train"],
-                                               dev_split: splits[dev_split]}, pool)
-    param = None
-    if pool in probe.TRAINED_POOLS:
-        param = probe.select_and_fit(parts["train"], probe.labels(train), task, pool, 0, pcfg)[0]["param"]
-    with torch.no_grad():
-        vectors = {s: features.vectors(part, pool, param) for s, part in parts.items()}
-    return {s: tuple(None if v is None else v.numpy().astype(np.float64) for v in uv)
-            for s, uv in vectors.items()}, train
-
-
-# ----------------------------------------------------------------------------- comparisons
-
-def portable(text: str) -> str:
-    """A message with this machine's data folder written as $DATA_DIR, for files one commits."""
-    for folder in (data_dir().resolve(), data_dir()):
-        text = text.replace(str(folder), "$DATA_DIR")
-    return text
-
-
-def num(v, digits: int = 6):
-    return None if v is None or not np.isfinite(v) else round(float(v), digits)
-
-
-def num_p(p):
-    return None if p is None else float(f"{p:.4g}")  # significant digits: a p can be 1e-12
-
-
-def rounded(ci: list | None) -> list | None:
-    return None if ci is None else [num(v) for v in ci]
-
-
-def compare(cfg, pair: dict, point: dict, boots: dict, examples: dict | None) -> dict:
-    """One metric of one cell, side a - side b (stats.group_difference), rounded for the JSON.
-    point: {run: value}, boots: {run: (B,) values on the shared resamples}, examples: {run: (n,)
-    per-example values} for a metric that is a mean over examples, else None."""
-    sides = (pair["a"], pair["b"])
-    d = stats.group_difference(tuple([point[n] for n in s] for s in sides),
-                           tuple([boots[n] for n in s] for s in sides),
-                           examples and tuple([examples[n] for n in s] for s in sides),
-                           cfg.permutations, [cfg.seed, 5])
-    return dict(pair=pair["label"], a_mean=num(d["a_mean"]), b_mean=num(d["b_mean"]),
-                a_sd=num(d["a_sd"]), b_sd=num(d["b_sd"]), diff=num(d["diff"]),
-                ci=rounded(d["ci"]), test=d["test"], p=num_p(d["p"]),
-                test_examples=d["test_examples"], p_examples=num_p(d["p_examples"]),
-                ci_examples=rounded(d["ci_examples"]), p_seeds=num_p(d["p_seeds"]))
-
-
-def adjust(comparisons: list, pairs: list, correction: str):
-    """Adjusted p (p_adj) of every comparison, one family per pair: every test it counts."""
-    for pair in pairs:
-        family = [c for c in comparisons if c["pair"] == pair["label"] and c["p"] is not None]
-        for c, q in zip(family, stats.ADJUST[correction]([c["p"] for c in family])):
-            c["p_adj"] = num_p(q)
-        pair.update(family=len(family), tests=sorted({c["test"] for c in family}))
-
-
-def consistency(comparisons: list, pair: str) -> dict:
-    """Per metric: cells, sign counts, raw and adjusted significant counts; consistent = the
-    adjusted p is < ALPHA in every cell, all in one direction (None when there is no test)."""
-    out = {}
-    for metric in METRICS:
-        cs = [c for c in comparisons if c["pair"] == pair and c["metric"] == metric
-              and c["diff"] is not None]
-        if not cs:
-            continue
-        tested = [c for c in cs if c["p"] is not None]
-        sig = [c for c in tested if c["p_adj"] < ALPHA]
-        out[metric] = dict(
-            cells=len(cs), a_greater=sum(c["diff"] > 0 for c in cs),
-            b_greater=sum(c["diff"] < 0 for c in cs),
-            raw_significant=sum(c["p"] < ALPHA for c in tested) if tested else None,
-            significant=len(sig) if tested else None,
-            significant_a_greater=sum(c["diff"] > 0 for c in sig) if tested else None,
-            consistent=(len(sig) == len(cs) and len({c["diff"] > 0 for c in sig}) == 1)
-            if tested else None)
-    return out
-
-
-def pair_summary(cfg, pair: dict) -> dict:
-    """What a pair's p-values can say: the unit of its test, and the smallest p it can reach."""
-    seeds = min(len(pair["a"]), len(pair["b"]))
-    unit = ("runs: Welch's t-test over seeds, a claim about the methods" if seeds >= 2 else
-            "dev examples: a claim about these checkpoints, not about the methods (that needs "
-            "at least 2 runs, seeds, per side)")
-    return dict(pair, unit=unit, correction=cfg.correction, alpha=ALPHA,
-                threshold=ALPHA / max(pair["family"], 1) if cfg.correction == "holm" else None,
-                smallest_p_sign_flip=1 / (1 + cfg.permutations))
-
-
 # ----------------------------------------------------------------------------- the analysis
 
 def model_rows(cfg, model, source, task, pool, splits, subset, lexical) -> tuple:
     """Per-example arrays of one model x pooling on the dev subset, lexical scores included."""
     t, (tok, vocab, Y) = glue.TASKS[task], lexical
     pcfg = probe_config(cfg, task, pool, model["ckpt"], model["preset"])
-    vectors, train = pooled(pcfg, source, task, pool, splits)
+    vectors, train = probe.pooled(pcfg, source, task, pool, splits)
     fit = np.sort(np.random.default_rng([cfg.seed, 3]).permutation(len(train))[:cfg.lex_train])
     Y_fit = occurs(token_ids(tok, [train[i].text_a for i in fit]), vocab)
     u, v = vectors[t.dev_splits[0]]
@@ -422,7 +327,7 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
     result["tasks"][task] = dict(split=dev_split, n=n, n_dev=len(dev),
                                  lexical_tokens=[tok.id_to_token(int(i)) for i in vocab],
                                  lexical_majority_f1=num(stats.micro_f1(majority, Y)[0]))
-    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits) for k in probe.BASELINES}
+    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits) for k in features.BASELINES}
     # the same resamples for every model: paired. The semantic probe's: of its own split
     W = np.vstack([np.ones(n), stats.resample_counts(n, cfg.bootstrap, [cfg.seed, 1])])
     gold = {s: probe.labels(splits[s]) for s in glue.TASKS[task].dev_splits}
@@ -455,7 +360,7 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
         for pair in pairs:
             for metric in [k for k in METRICS if k in values[pair["a"][0]]]:
                 ex = {n: examples[n].get(metric) for n in pair["a"] + pair["b"]}
-                c = compare(cfg, pair, {k: v[metric][0] for k, v in values.items()},
+                c = compare.compare(cfg, pair, {k: v[metric][0] for k, v in values.items()},
                             {k: v[metric][1:] for k, v in values.items()},
                             None if any(e is None for e in ex.values()) else ex)
                 if metric == "probe_gap" and c["test"] != "welch":  # two example sets resampled
@@ -476,7 +381,7 @@ def settings(cfg, models, sources, splits: dict) -> dict:
             for m in models:
                 r = probe_result(cfg, task, pool, m["ckpt"], m["preset"], sources[m["name"]], sp)
                 probes[r["file"]] = provenance.file_hash(Path(r["file"]))
-        for kind in probe.BASELINES:
+        for kind in features.BASELINES:
             if "file" in (b := baseline(cfg, task, kind, sp)):
                 probes[b["file"]] = provenance.file_hash(Path(b["file"]))
     flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "figures")}
@@ -519,9 +424,10 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
               file=sys.stderr)
     for task, sp in splits.items():
         analyze_task(cfg, task, sp, models, sources, result, pairs)
-    adjust(result["comparisons"], pairs, cfg.correction)
-    result["pairs"] = [pair_summary(cfg, p) for p in pairs]
-    result["consistency"] = {p["label"]: consistency(result["comparisons"], p["label"])
+    compare.adjust(result["comparisons"], pairs, cfg.correction)
+    result["pairs"] = [compare.pair_summary(cfg, p, ALPHA) for p in pairs]
+    result["consistency"] = {p["label"]: compare.consistency(result["comparisons"], p["label"],
+                                                               METRICS, ALPHA)
                              for p in pairs}
     atomic_write(out / "analysis.json", lambda f: f.write(json.dumps(result, indent=1)), "w")
     pngs = figures.write_figures(result, out) if cfg.figures else []
@@ -530,7 +436,7 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
 
 
 def check(cfg: AnalyzeConfig):
-    for kind, names, valid in (("tasks", cfg.tasks, glue.TASKS), ("pools", cfg.pools, probe.POOLS)):
+    for kind, names, valid in (("tasks", cfg.tasks, glue.TASKS), ("pools", cfg.pools, features.POOLS)):
         if not names or any(n not in valid for n in names):
             raise UserError(f"--{kind}={','.join(names)}: expected one or more of "
                             f"{', '.join(valid)} (comma-separated)")

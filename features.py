@@ -22,11 +22,14 @@ from torch.nn.utils.rnn import pad_sequence
 
 import data
 import model
-from lib import provenance
+from lib import glue, provenance
 from lib.cli import UserError, atomic_write
 
 BASELINES = ("majority", "bow")
 MAX_LEN = 128           # tokens per sentence, [CLS] and [SEP] included
+POOLS = ("mean", "max", "weighted", "attention")
+TRAINED_POOLS = ("weighted", "attention")  # fitted with the head, on token states
+SUBSET_SEED = 0         # one train subset for every seed and pooling, so they share the cache
 
 
 # ----------------------------------------------------------------------------- feature sources
@@ -313,3 +316,57 @@ def featurize(part: dict, pool: str, param):
         return part["X"]
     u, v = vectors(part, pool, param)
     return u if v is None else pair_features(u, v)
+
+
+# ----------------------------------------------------------------------------- the head's inputs
+
+def subset_rows(cfg, pool: str, n: int):
+    """(sorted rows, cap) of the train examples a pooling is fitted on, or (None, None) for all:
+    --max_train, else for trained poolers --pooler_cap, because their token states are held in
+    memory."""
+    cap = cfg.max_train or (cfg.pooler_cap if pool in TRAINED_POOLS else 0)
+    if not cap or cap >= n:
+        return None, None
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:cap]), cap
+
+
+def train_subset(cfg, pool: str, train: list):
+    """(examples, cap or None) of subset_rows."""
+    rows, cap = subset_rows(cfg, pool, len(train))
+    return (train, None) if rows is None else ([train[i] for i in rows], cap)
+
+
+def run_kinds(cfg, pool: str) -> list:
+    """The feature kinds every pooling of this probe run needs (one encoder pass makes them)."""
+    pools = POOLS if "all" in cfg.pool else [p for p in cfg.pool if p in POOLS]
+    return list(dict.fromkeys("tokens" if p in TRAINED_POOLS else p for p in [pool, *pools]))
+
+
+def build_parts(cfg, source: Source, task: str, splits: dict, pool: str) -> dict:
+    """The head's inputs of every split given (train: the whole split; the pooling's subset of
+    it is taken here), from features that one encoder pass per split makes for every pooling."""
+    pair = glue.TASKS[task].pair
+    texts = {s: ([e.text_a for e in ex], [e.text_b for e in ex] if pair else None)
+             for s, ex in splits.items()}
+    rows, cap = subset_rows(cfg, pool, len(splits.get("train", ())))
+
+    def sub(t):
+        return t if t is None or rows is None else [t[i] for i in rows]
+
+    if source.kind == "bow":
+        if "train" in texts:
+            texts["train"] = tuple(map(sub, texts["train"]))
+        return bow_parts(source.tok, texts, cfg.bow_vocab)
+    kind = "tokens" if pool in TRAINED_POOLS else pool
+    kinds, parts = run_kinds(cfg, pool), {}
+    for s, (a, b) in texts.items():
+        if s != "train":
+            feats = split_features(cfg, source, task, s, kinds, a, b)
+        elif cfg.max_train and cap:  # every pooling on the same subset
+            feats = split_features(cfg, source, task, f"train{cap}", kinds, sub(a), sub(b))
+        else:  # pooled vectors of all of train; token states of the poolers' subset only
+            tok_rows, tok_cap = subset_rows(cfg, TRAINED_POOLS[0], len(a))
+            feats = split_features(cfg, source, task, "train", kinds, a, b, tok_rows,
+                                   f"train{tok_cap}" if tok_cap else "")
+        parts[s] = token_part(*feats[kind]) if kind == "tokens" else fixed_part(*feats[kind])
+    return parts

@@ -1,8 +1,9 @@
 """The model: a pre-LN transformer encoder, the JEPA predictor, the MLM head, the EMA target
 encoder, and the three objectives (hybrid, mlm, jepa) computed from one batch.
 
-Read top to bottom: Block -> Encoder -> Predictor -> MLMHead -> PredictReconstruct -> FLOPs ->
-loading a trained encoder for probes.
+Read top to bottom: Block -> Encoder -> Predictor -> MLMHead -> PredictReconstruct (forward, the
+two losses, their mix by lam; our lambda variants after them) -> FLOPs -> loading a trained
+encoder for probes.
 """
 import copy
 import math
@@ -124,20 +125,6 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float):
     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1.0 - momentum)
 
 
-# lambda_mode=balanced (PredictReconstruct.loss_balanced). TAU: lam* = sigmoid((r_J - r_M) / tau),
-# so 0.5 keeps each objective above 12% of the weight while |r_J - r_M| <= 1 (r starts at 1 and
-# falls). SPEED: Adam moves w by at most ~lr per step; the logit is SPEED * w, so at tiny's lr
-# (1e-3) it can cross from 0 to -2 (lam 0.12) in ~70 steps. The network descends while the weight
-# ascends: a game, and gradient descent-ascent at similar speeds circles the fixed point instead of
-# settling (tests/test_lambda.py measures both); a weight much faster than the network tracks its
-# best response lam*, and the network then descends the smooth maximum
-# tau * log(exp(r_J / tau) + exp(r_M / tau)) of the two relative losses. GRAD: Adam's step does
-# not depend on a gradient's scale but the global grad-norm clip does; w's gradient is scaled down
-# so that the clip sees the network's gradient only (under `learned`, w's gradient
-# lam (1 - lam)(L_J - L_M) is 1.5-1.9 on tiny, most of the logged grad_norm: README).
-BALANCE_TAU, BALANCE_SPEED, BALANCE_GRAD = 0.5, 30.0, 1e-3
-
-
 class PredictReconstruct(nn.Module):
     """One shared encoder trained by L = lam * L_JEPA + (1 - lam) * L_MLM (mode hybrid), or by
     either loss alone (mode mlm / jepa). forward(batch) -> (loss, stats)."""
@@ -178,94 +165,6 @@ class PredictReconstruct(nn.Module):
                 for w in (block.proj.weight, block.fc2.weight):
                     nn.init.normal_(w, std=0.02 / math.sqrt(2 * len(m.blocks)))
 
-    def lam(self):
-        """The weight of L_JEPA: its share of the raw-loss weights (uncertainty: of the two
-        precisions; balanced: of lam_rel / L_J(0) and (1 - lam_rel) / L_M(0))."""
-        if self.cfg.mode != "hybrid":  # on the model's device: stats are all-reduced (NCCL)
-            return self.encoder.ln_f.weight.new_tensor(1.0 if self.cfg.mode == "jepa" else 0.0)
-        if self.lambda_kind == "learned":
-            return torch.sigmoid(self.w)
-        if self.lambda_kind == "uncertainty":
-            return torch.softmax(-2 * self.log_sigma, 0)[0]
-        if self.lambda_kind == "balanced":  # before the first step: the common-scale weight
-            return torch.where(self.loss_init[0] > 0, self._raw_share(self.loss_init),
-                               self.lam_balanced())
-        return self.encoder.ln_f.weight.new_tensor(self.lam_fixed)
-
-    def lam_balanced(self):
-        """lambda_mode=balanced: the weight of L_JEPA on the common scale (lam_rel in the logs)."""
-        return torch.sigmoid(BALANCE_SPEED * self.w)
-
-    def _raw_share(self, init):
-        rel = self.lam_balanced()
-        return rel * init[1] / (rel * init[1] + (1 - rel) * init[0])
-
-    def loss_balanced(self, loss_jepa, loss_mlm):
-        """lambda_mode=balanced -> (loss, lam, lam_rel): a learned weight with a stable interior
-        equilibrium, set by the two objectives' relative progress, whatever their scales.
-
-        Common scale: each loss as the fraction of its first-step value still left,
-        r_i = L_i / L_i(0) (GradNorm's "inverse training rate", Chen et al. 2018). The network
-        descends lam * r_J + (1 - lam) * r_M; the weight w *ascends*
-            Phi = lam * r_J + (1 - lam) * r_M + tau * H(lam),    lam = sigmoid(z), z = SPEED * w
-        (r detached, H the binary entropy), through a term of value 0 whose gradient is -dPhi/dw.
-        Since dH/dz = -lam (1 - lam) z,
-            dPhi/dz = lam (1 - lam) (r_J - r_M - tau z)
-        has one zero, z* = (r_J - r_M) / tau, i.e. lam* = sigmoid((r_J - r_M) / tau), and is
-        positive below it, negative above: a stable interior fixed point from any start. The
-        objective that has made less relative progress gets more weight: Dynamic Weight Average's
-        rule (Liu, Johns & Davison, CVPR 2019: a softmax of the tasks' loss ratios with
-        temperature T), with the ratio to the initial loss, and learned by the optimizer.
-        Why not the alternatives:
-        - minimising the weighted loss over w (`learned`): the loss is linear in lam, so there is
-          no interior fixed point, raw or normalised; lam runs to the smaller loss. Entropy added
-          to a *descent* gives one, sigmoid((r_M - r_J) / tau), but it favours the faster-falling
-          loss, which then falls faster still (positive feedback); here more weight on an
-          objective lowers its r and so its weight (negative feedback);
-        - dividing each loss by a running mean of itself: r becomes a noisy measure of the recent
-          rate, and a vanishing loss's gradient is scaled up by 1/L. JEPA's 1 - cos fell to
-          0.005-0.02 within 200 tiny steps (README): 50-200x, a push towards the collapse JEPA
-          alone shows. L_i(0) is a constant once measured;
-        - GradNorm's gradient-norm balancing: per-loss gradients at a shared layer every step (a
-          second backward with create_graph), more compute, and awkward under compile and DDP.
-        lam (logged) is L_JEPA's share of the raw-loss weights, as in every mode: lam_rel / L_J(0)
-        and (1 - lam_rel) / L_M(0), rescaled to sum to 1. L(0) is the `loss_init` buffer, set by
-        observe_losses after the first step; that step is its own reference (r = 1).
-        """
-        raw = torch.stack([loss_jepa, loss_mlm]).float()
-        init = torch.where(self.loss_init > 0, self.loss_init, raw.detach())
-        r = raw / init
-        lam_rel = self.lam_balanced()
-        fixed = lam_rel.detach()
-        loss = fixed * r[0] + (1 - fixed) * r[1]
-        rd = r.detach()
-        z = BALANCE_SPEED * self.w  # H(lam) = lam softplus(-z) + (1 - lam) softplus(z)
-        entropy = lam_rel * F.softplus(-z) + (1 - lam_rel) * F.softplus(z)
-        phi = lam_rel * rd[0] + (1 - lam_rel) * rd[1] + self.balance_tau * entropy
-        loss = loss + BALANCE_GRAD * (phi.detach() - phi)  # value 0; its gradient ascends Phi
-        return loss, self._raw_share(init).detach(), fixed
-
-    @torch.no_grad()
-    def observe_losses(self, losses, skipped):
-        """After a step (train.py): record (L_JEPA, L_MLM) of the global batch as L(0) if none is
-        recorded yet and the step was not skipped. A buffer: checkpointed, so resume is exact."""
-        first = (self.loss_init[0] == 0) & ~skipped & torch.isfinite(losses).all()
-        self.loss_init.copy_(torch.where(first, losses.float(), self.loss_init))
-
-    def loss_mlm(self, corrupted, mlm_pos, mlm_labels):
-        h = gather_tokens(self.encoder(corrupted), mlm_pos)  # (B, M, d): only masked positions
-        logits = self.mlm_head(h, self.encoder.tok_emb.weight)
-        return F.cross_entropy(logits.flatten(0, 1).float(), mlm_labels.flatten())
-
-    def loss_jepa(self, tokens, corrupted, context_idx, target_idx):
-        with torch.no_grad():  # targets: the EMA encoder on the clean row, LN without affine
-            h = self.target_encoder(tokens)
-            targets = gather_tokens(F.layer_norm(h.float(), h.shape[-1:]), target_idx)
-        source = corrupted if self.cfg.jepa_context == "corrupted" else tokens
-        z = self.encoder(source.gather(1, context_idx), pos=context_idx)
-        pred = self.predictor(z, context_idx, target_idx)
-        return 1 - F.cosine_similarity(pred.float(), targets, dim=-1).mean()
-
     def forward(self, batch):
         """batch: tokens (clean rows), corrupted, mlm_pos, mlm_labels, context_idx, target_idx."""
         stats = {}
@@ -286,17 +185,102 @@ class PredictReconstruct(nn.Module):
         stats.setdefault("lam", self.lam())
         return loss, {k: v.detach() for k, v in stats.items()}
 
+    def loss_mlm(self, corrupted, mlm_pos, mlm_labels):
+        h = gather_tokens(self.encoder(corrupted), mlm_pos)  # (B, M, d): only masked positions
+        logits = self.mlm_head(h, self.encoder.tok_emb.weight)
+        return F.cross_entropy(logits.flatten(0, 1).float(), mlm_labels.flatten())
+
+    def loss_jepa(self, tokens, corrupted, context_idx, target_idx):
+        with torch.no_grad():  # targets: the EMA encoder on the clean row, LN without affine
+            h = self.target_encoder(tokens)
+            targets = gather_tokens(F.layer_norm(h.float(), h.shape[-1:]), target_idx)
+        source = corrupted if self.cfg.jepa_context == "corrupted" else tokens
+        z = self.encoder(source.gather(1, context_idx), pos=context_idx)
+        pred = self.predictor(z, context_idx, target_idx)
+        return 1 - F.cosine_similarity(pred.float(), targets, dim=-1).mean()
+
     def mix(self, loss_jepa, loss_mlm):
-        """The hybrid objective from its two losses -> (loss, {lam, and lam_rel if balanced})."""
-        if self.lambda_kind == "uncertainty":  # Kendall et al. 2018, s = exp(log_sigma)
+        """The hybrid objective lam * L_JEPA + (1 - lam) * L_MLM, lam the paper's learned
+        sigmoid(w) (or a fixed value) -> (loss, {lam}). Our other lambda modes: mix_variant."""
+        if self.lambda_kind not in ("learned", "fixed"):
+            return self.mix_variant(loss_jepa, loss_mlm)
+        lam = self.lam()
+        return lam * loss_jepa + (1 - lam) * loss_mlm, {"lam": lam}
+
+    def lam(self):
+        """The weight of L_JEPA: sigmoid(w), or the fixed value; 1 in mode jepa, 0 in mode mlm."""
+        if self.cfg.mode != "hybrid":  # on the model's device: stats are all-reduced (NCCL)
+            return self.encoder.ln_f.weight.new_tensor(1.0 if self.cfg.mode == "jepa" else 0.0)
+        if self.lambda_kind == "learned":
+            return torch.sigmoid(self.w)
+        if self.lambda_kind == "fixed":
+            return self.encoder.ln_f.weight.new_tensor(self.lam_fixed)
+        return self.lam_variant()
+
+    # ------------------------------------------------ our lambda variants (docs/lambda.md)
+
+    def mix_variant(self, loss_jepa, loss_mlm):
+        """lambda_mode uncertainty (Kendall et al. 2018, s = exp(log_sigma)) or balanced."""
+        if self.lambda_kind == "uncertainty":
             s2 = torch.exp(2 * self.log_sigma)
             loss = loss_jepa / (2 * s2[0]) + loss_mlm / (2 * s2[1]) + self.log_sigma.sum()
             return loss, {"lam": self.lam()}
-        if self.lambda_kind == "balanced":
-            loss, lam, lam_rel = self.loss_balanced(loss_jepa, loss_mlm)
-            return loss, {"lam": lam, "lam_rel": lam_rel}
-        lam = self.lam()
-        return lam * loss_jepa + (1 - lam) * loss_mlm, {"lam": self.lam()}
+        loss, lam, lam_rel = self.loss_balanced(loss_jepa, loss_mlm)
+        return loss, {"lam": lam, "lam_rel": lam_rel}
+
+    def lam_variant(self):
+        """L_JEPA's share of the raw-loss weights: of the two precisions (uncertainty), or of
+        lam_rel / L_J(0) and (1 - lam_rel) / L_M(0) (balanced; before the first step lam_rel)."""
+        if self.lambda_kind == "uncertainty":
+            return torch.softmax(-2 * self.log_sigma, 0)[0]
+        return torch.where(self.loss_init[0] > 0, self._raw_share(self.loss_init),
+                           self.lam_balanced())
+
+    def lam_balanced(self):
+        """lambda_mode=balanced: the weight of L_JEPA on the common scale (lam_rel in the logs)."""
+        return torch.sigmoid(BALANCE_SPEED * self.w)
+
+    def _raw_share(self, init):
+        rel = self.lam_balanced()
+        return rel * init[1] / (rel * init[1] + (1 - rel) * init[0])
+
+    def loss_balanced(self, loss_jepa, loss_mlm):
+        """lambda_mode=balanced -> (loss, lam, lam_rel): the weight w *ascends* an entropy-regularised
+        mix of the two losses' fractions still left, r_i = L_i / L_i(0), so lam settles at
+        sigmoid((r_J - r_M) / tau). Derivation and the alternatives rejected: docs/lambda.md."""
+        raw = torch.stack([loss_jepa, loss_mlm]).float()
+        init = torch.where(self.loss_init > 0, self.loss_init, raw.detach())
+        r = raw / init
+        lam_rel = self.lam_balanced()
+        fixed = lam_rel.detach()
+        loss = fixed * r[0] + (1 - fixed) * r[1]
+        rd = r.detach()
+        z = BALANCE_SPEED * self.w  # H(lam) = lam softplus(-z) + (1 - lam) softplus(z)
+        entropy = lam_rel * F.softplus(-z) + (1 - lam_rel) * F.softplus(z)
+        phi = lam_rel * rd[0] + (1 - lam_rel) * rd[1] + self.balance_tau * entropy
+        loss = loss + BALANCE_GRAD * (phi.detach() - phi)  # value 0; its gradient ascends Phi
+        return loss, self._raw_share(init).detach(), fixed
+
+    @torch.no_grad()
+    def observe_losses(self, losses, skipped):
+        """After a step (train.py): record (L_JEPA, L_MLM) of the global batch as L(0) if none is
+        recorded yet and the step was not skipped. A buffer: checkpointed, so resume is exact."""
+        first = (self.loss_init[0] == 0) & ~skipped & torch.isfinite(losses).all()
+        self.loss_init.copy_(torch.where(first, losses.float(), self.loss_init))
+
+
+# lambda_mode=balanced (PredictReconstruct.loss_balanced). TAU: lam* = sigmoid((r_J - r_M) / tau),
+# so 0.5 keeps each objective above 12% of the weight while |r_J - r_M| <= 1 (r starts at 1 and
+# falls). SPEED: Adam moves w by at most ~lr per step; the logit is SPEED * w, so at tiny's lr
+# (1e-3) it can cross from 0 to -2 (lam 0.12) in ~70 steps. The network descends while the weight
+# ascends: a game, and gradient descent-ascent at similar speeds circles the fixed point instead of
+# settling (tests/test_lambda.py measures both); a weight much faster than the network tracks its
+# best response lam*, and the network then descends the smooth maximum
+# tau * log(exp(r_J / tau) + exp(r_M / tau)) of the two relative losses. GRAD: Adam's step does
+# not depend on a gradient's scale but the global grad-norm clip does; w's gradient is scaled down
+# so that the clip sees the network's gradient only (under `learned`, w's gradient
+# lam (1 - lam)(L_J - L_M) is 1.5-1.9 on tiny, most of the logged grad_norm: docs/lambda.md).
+BALANCE_TAU, BALANCE_SPEED, BALANCE_GRAD = 0.5, 30.0, 1e-3
 
 
 def parse_lambda_mode(text: str):

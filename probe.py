@@ -28,13 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib import provenance
-from lib import stats
-from features import (BASELINES, MAX_LEN, Source, bow_parts, featurize, fixed_part, open_source,
-                      split_features, token_part, vectors)
-from lib import glue
-from lib.download import data_dir
+from features import (MAX_LEN, POOLS, TRAINED_POOLS, Source, build_parts, featurize, fixed_part,
+                      open_source, train_subset, vectors)
+from lib import glue, markdown, provenance, stats
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
+from lib.download import data_dir
 
 
 @dataclass
@@ -61,9 +59,6 @@ class ProbeConfig:
     json: bool = False                      # print one JSON object per result instead of a line
 
 
-POOLS = ("mean", "max", "weighted", "attention")
-TRAINED_POOLS = ("weighted", "attention")
-SUBSET_SEED = 0         # one train subset for every seed and pooling, so they share the cache
 BOOTSTRAP_SEED = 0      # the same resamples for every model: CIs of two models are paired
 METRICS = {"sst2": ("acc",), "mrpc": ("f1", "acc"), "qqp": ("f1", "acc"), "mnli": ("acc",),
            "cola": ("mcc",), "stsb": ("pearson", "spearman")}
@@ -289,58 +284,6 @@ def load_splits(task: str) -> dict:
     return splits
 
 
-def subset_rows(cfg: ProbeConfig, pool: str, n: int):
-    """(sorted rows, cap) of the train examples a pooling is fitted on, or (None, None) for all:
-    --max_train, else for trained poolers --pooler_cap, because their token states are held in
-    memory."""
-    cap = cfg.max_train or (cfg.pooler_cap if pool in TRAINED_POOLS else 0)
-    if not cap or cap >= n:
-        return None, None
-    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:cap]), cap
-
-
-def train_subset(cfg: ProbeConfig, pool: str, train: list):
-    """(examples, cap or None) of subset_rows."""
-    rows, cap = subset_rows(cfg, pool, len(train))
-    return (train, None) if rows is None else ([train[i] for i in rows], cap)
-
-
-def run_kinds(cfg: ProbeConfig, pool: str) -> list:
-    """The feature kinds every pooling of this probe run needs (one encoder pass makes them)."""
-    pools = POOLS if "all" in cfg.pool else [p for p in cfg.pool if p in POOLS]
-    return list(dict.fromkeys("tokens" if p in TRAINED_POOLS else p for p in [pool, *pools]))
-
-
-def build_parts(cfg, source: Source, task: str, splits: dict, pool: str) -> dict:
-    """The head's inputs of every split given (train: the whole split; the pooling's subset of
-    it is taken here), from features that one encoder pass per split makes for every pooling."""
-    pair = glue.TASKS[task].pair
-    texts = {s: ([e.text_a for e in ex], [e.text_b for e in ex] if pair else None)
-             for s, ex in splits.items()}
-    rows, cap = subset_rows(cfg, pool, len(splits.get("train", ())))
-
-    def sub(t):
-        return t if t is None or rows is None else [t[i] for i in rows]
-
-    if source.kind == "bow":
-        if "train" in texts:
-            texts["train"] = tuple(map(sub, texts["train"]))
-        return bow_parts(source.tok, texts, cfg.bow_vocab)
-    kind = "tokens" if pool in TRAINED_POOLS else pool
-    kinds, parts = run_kinds(cfg, pool), {}
-    for s, (a, b) in texts.items():
-        if s != "train":
-            feats = split_features(cfg, source, task, s, kinds, a, b)
-        elif cfg.max_train and cap:  # every pooling on the same subset
-            feats = split_features(cfg, source, task, f"train{cap}", kinds, sub(a), sub(b))
-        else:  # pooled vectors of all of train; token states of the poolers' subset only
-            tok_rows, tok_cap = subset_rows(cfg, TRAINED_POOLS[0], len(a))
-            feats = split_features(cfg, source, task, "train", kinds, a, b, tok_rows,
-                                   f"train{tok_cap}" if tok_cap else "")
-        parts[s] = token_part(*feats[kind]) if kind == "tokens" else fixed_part(*feats[kind])
-    return parts
-
-
 def probe_task(cfg: ProbeConfig, source: Source, task: str, pool: str, splits=None) -> dict:
     """Probe one (task, pooling) with cfg.seeds seeds -> the result dict written as JSON."""
     t0, t = time.time(), glue.TASKS[task]
@@ -383,62 +326,30 @@ def probe_task(cfg: ProbeConfig, source: Source, task: str, pool: str, splits=No
                 seconds=round(time.time() - t0, 2), predictions=predictions)
 
 
-def embed(ckpt: str, task: str, split: str, pool: str, encoder: str = "online",
-          preset: str = "tiny", seed: int = 0, max_train: int | None = None) -> dict:
-    """Pooled sentence vectors of a split for analysis: dict(a (N, d), b (N, d) or None, labels).
-    weighted/attention: the pooler trained on the task's train split at `seed` by the probe's
-    protocol, then applied. Features come from (and go to) the probe's cache."""
-    cfg = ProbeConfig(task=(task,), ckpt=ckpt, pool=(pool,), encoder=encoder, preset=preset,
-                      max_train=max_train or 0)
-    check_names(cfg)
-    if ckpt in BASELINES:
-        raise UserError(f"embed: {ckpt} has no sentence vectors; pass a checkpoint or random")
-    source, splits = open_source(cfg), load_splits(task)
-    if split not in splits:
-        raise UserError(f"{task} has no split {split!r}; splits: {', '.join(splits)}")
-    train, _ = train_subset(cfg, pool, splits["train"])
-    wanted = {split: train if split == "train" else splits[split]}
-    parts = build_parts(cfg, source, task, dict({split: splits[split]}, train=splits["train"])
-                        if pool in TRAINED_POOLS else {split: splits[split]}, pool)
+def pooled(pcfg, source, task: str, pool: str, splits: dict) -> tuple:
+    """Sentence vectors for analysis: ({split: (a, b or None)} float64 pooled vectors of the train
+    subset and the dev split, the train examples). A trained pooler is the probe's own seed-0 one,
+    fitted on train by the probe's protocol, and applied to both splits."""
+    dev_split = glue.TASKS[task].dev_splits[0]
+    train, _ = train_subset(pcfg, pool, splits["train"])
+    parts = build_parts(pcfg, source, task, {"train": splits["train"],
+                                               dev_split: splits[dev_split]}, pool)
     param = None
     if pool in TRAINED_POOLS:
-        param = select_and_fit(parts["train"], labels(train), task, pool, seed, cfg)[0]["param"]
+        param = select_and_fit(parts["train"], labels(train), task, pool, 0, pcfg)[0]["param"]
     with torch.no_grad():
-        u, v = vectors(parts[split], pool, param)
-    return dict(a=u.numpy(), b=None if v is None else v.numpy(), labels=labels(wanted[split]))
+        vecs = {s: vectors(part, pool, param) for s, part in parts.items()}
+    return {s: tuple(None if v is None else v.numpy().astype(np.float64) for v in uv)
+            for s, uv in vecs.items()}, train
 
 
 # ----------------------------------------------------------------------------- reports and CLI
 
-def cell(r: dict, name: str) -> str:
-    return f"{r['metrics'][name]:.2f} [{r['ci'][name][0]:.2f}, {r['ci'][name][1]:.2f}]"
-
-
-def format_line(r: dict) -> str:
-    scores = "  ".join(f"{name} {cell(r, name)}" for name in r["metrics"])
-    cap = f" (cap {r['max_train']:,})" if r["max_train"] else ""
-    return (f"{r['task']:<5} {r['pool']:<9} {scores}  n_train {r['n_train']:,}{cap}  "
-            f"n_dev {r['n_dev']:,}  {r['seconds']:.1f}s")
-
-
 def write_summary(folder: Path):
     """summary.md regenerated from every result JSON in the folder: one table per task."""
     results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    lines = ["# Probe results", "",
-             "Frozen-encoder linear probes (probe.py). Percent; mean over probe seeds, [95% "
-             "bootstrap CI over dev examples]. Generated from the JSON files in this folder.", ""]
-    for task in [t for t in glue.TASKS if any(r["task"] == t for r in results)]:
-        rows = sorted((r for r in results if r["task"] == task),
-                      key=lambda r: (r["ckpt"], (POOLS + ("-",)).index(r["pool"])))
-        names = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
-        lines += [f"## {task}", "", "| ckpt | encoder | pool | " + " | ".join(names)
-                  + " | n_train | n_dev | seeds |", "|---" * (len(names) + 6) + "|"]
-        for r in rows:
-            cells = [cell(r, n) if n in r["metrics"] else "-" for n in names]
-            lines.append(f"| {r['ckpt']} | {r['encoder']} | {r['pool']} | " + " | ".join(cells)
-                         + f" | {r['n_train']:,} | {r['n_dev']:,} | {len(r['seeds'])} |")
-        lines.append("")
-    atomic_write(folder / "summary.md", lambda f: f.write("\n".join(lines)), mode="w")
+    atomic_write(folder / "summary.md",
+                 lambda f: f.write(markdown.probe_summary(results, glue.TASKS, POOLS)), mode="w")
 
 
 def check_names(cfg: ProbeConfig):
@@ -461,7 +372,7 @@ def probe_and_save(cfg: ProbeConfig, source: Source, task: str, pool: str, split
     r = provenance.save_result(probe_task(cfg, source, task, pool, splits),
                       result_path(source, task, pool))
     write_summary(source.results)
-    print(json.dumps(r) if cfg.json else format_line(r), flush=True)
+    print(json.dumps(r) if cfg.json else markdown.probe_line(r), flush=True)
     return dict(r, file=str(result_path(source, task, pool)))
 
 

@@ -6,9 +6,10 @@
 Every schedule is a pure function of the step and every batch (rows and masks) a pure function of
 (seed, step), so a checkpoint only needs the step to resume exactly; each process builds only its
 share of a batch, ahead of time in a background thread. With --deterministic (the CPU default)
-the same seed gives the same bits, compiled or not (README, Reproducibility). The run folder holds
+the same seed gives the same bits, compiled or not (docs/reproducibility.md). The run folder holds
 config.json, log.jsonl and ckpt.pt (+ ckpt-prev.pt, the one before). Flags and presets: config.py;
-device, peak FLOP/s, deterministic kernels and compile counters: hardware.py.
+device, peak FLOP/s, deterministic kernels and compile counters: lib/hardware.py; the run
+folder's files (checkpoints, log, prefetching): lib/runs.py.
 """
 import contextlib
 import dataclasses
@@ -16,11 +17,8 @@ import hashlib
 import json
 import math
 import os
-import queue
 import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +29,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import data
-from lib import hardware
 import masks
 import model
 from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
-from lib.download import data_dir
+from lib import hardware
 from lib.cli import UserError, atomic_write, make_folder, run_cli
+from lib.download import data_dir
+from lib.runs import Prefetcher, code_state, keep_copy, open_log, save_checkpoint
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
 
@@ -79,51 +78,6 @@ def make_batch(rows, step: int, cfg: TrainConfig, specials: dict, vocab_size: in
                 target_idx=target_idx[lo:hi].contiguous())
 
 
-class Prefetcher:
-    """Builds the batches of steps start, start+1, ... in a background thread, `depth` ahead (on
-    CUDA into pinned memory), so the device never waits for the host. Batches are a pure function
-    of the step, so what comes out is exactly make_batch(step) in order, however the threads run."""
-
-    def __init__(self, build, start: int, stop: int, pin: bool, depth: int = 2):
-        self.queue, self.done = queue.Queue(maxsize=depth), threading.Event()
-        self.thread = threading.Thread(target=self._work, args=(build, start, stop, pin),
-                                       daemon=True)
-        self.thread.start()
-
-    def _work(self, build, start, stop, pin):
-        # Small tensors: one thread, so this never contends with the step's thread pool (2
-        # threads here made a 256-row batch take 75 ms instead of 1.5 on a busy 2-core CPU).
-        torch.set_num_threads(1)  # per thread: the training thread keeps its own count
-        try:
-            for step in range(start, stop):
-                batch = build(step)
-                if pin:
-                    batch = {k: v.pin_memory() for k, v in batch.items()}
-                if not self._put((step, batch)):
-                    return
-        except BaseException as e:  # handed to the training thread, raised there
-            self._put((None, e))
-
-    def _put(self, item) -> bool:
-        while not self.done.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def next(self):
-        step, batch = self.queue.get()
-        if step is None:
-            raise batch
-        return step, batch
-
-    def close(self):
-        self.done.set()
-        self.thread.join()
-
-
 def batch_flops(mcfg: model.ModelConfig, batch, batch_size: int) -> int:
     """FLOPs of a step of the global batch (batch_size rows) with this batch's mask sizes."""
     return model.step_flops(mcfg, batch_size, batch["context_idx"].shape[1],
@@ -141,33 +95,7 @@ def plan_steps(cfg: TrainConfig, mcfg: model.ModelConfig, specials, vocab_size, 
     return cfg.max_steps, per_step
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except OSError:
-        return ""
-
-
-def save_checkpoint(out: Path, state: dict):
-    """ckpt.pt is replaced atomically; the one it replaces survives as ckpt-prev.pt, so a crash
-    at any moment leaves at least one complete checkpoint."""
-    tmp = out / "ckpt.pt.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if (out / "ckpt.pt").exists():
-            os.replace(out / "ckpt.pt", out / "ckpt-prev.pt")
-        os.replace(tmp, out / "ckpt.pt")
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"could not write the checkpoint {out / 'ckpt.pt'}: {e.strerror or e}; "
-                        "the previous checkpoint is intact; free space or use --out=DIR") from None
-
+# ----------------------------------------------------------------------------- resuming
 
 def check_resume(cfg: TrainConfig, explicit: set, ckpt: dict) -> TrainConfig:
     """The run's saved config wins; a flag that would change what is being trained is an error."""
@@ -283,154 +211,72 @@ def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = Fa
 def main(argv):
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cfg, explicit, why = resolve_config(argv, torch.cuda.is_available())
-    out = Path(cfg.out)
-    ckpt = None
-    if cfg.resume:
-        ckpt = model.load_checkpoint(out / "ckpt.pt")
-        cfg = check_resume(cfg, explicit, ckpt)
-    elif (out / "ckpt.pt").exists():
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or "
-                        "--out=DIR to start a new one")
+    cfg, ckpt = start_or_resume(cfg, explicit)
     tok, rows = load_data(cfg, explicit)
     if ckpt is not None and ckpt["tokenizer"] != tok.to_str():
         raise UserError(f"--resume: the tokenizer {cfg.tokenizer} on disk differs from the one "
-                        f"the run in {out} was trained with; restore it or start a new --out")
-    specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
+                        f"the run in {cfg.out} was trained with; restore it or start a new --out")
     if world > 1:
         hardware.pick_device(cfg)
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
-        flag_group = dist.new_group(backend="gloo")  # host-side flags, whatever the backend
+    try:
+        return train(cfg, why, ckpt, tok, rows, rank, world)
+    finally:  # also after an error or a signal, so that no rank is left waiting on this one
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, why: str, ckpt, tok, rows, rank: int, world: int) -> int:
+    """The training loop: a step, then (at its intervals) a log line and a checkpoint, until the
+    planned step or a stop signal -> the exit status."""
+    specials, vocab_size = data.special_ids(tok), tok.get_vocab_size()
+    flag_group = dist.new_group(backend="gloo") if world > 1 else None  # host-side flags
     run = build_run(cfg, vocab_size, rank, world)
-    raw, opt, mcfg, device = run.raw, run.opt, run.mcfg, run.device
-    total, flops_per_step = plan_steps(cfg, mcfg, specials, vocab_size, rows)
-    step, flops_done, tokens_done = 0, 0, 0
-    if ckpt is not None:
-        raw.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, flops_done, tokens_done = ckpt["step"], ckpt["flops"], ckpt["tokens"]
-        torch.set_rng_state(ckpt["rng"])
-    peak = hardware.device_peak_flops(cfg.device, cfg.dtype)
-
-    counts = model.param_counts(raw)
+    total, flops_per_step = plan_steps(cfg, run.mcfg, specials, vocab_size, rows)
+    progress = Progress.start(run, ckpt)
+    out, start = Path(cfg.out), progress.step
     if rank == 0:
-        make_folder(out)
-        print(f"preset {cfg.preset} ({why}) | mode {cfg.mode} | {cfg.device} {cfg.dtype}"
-              f"{' compiled' if run.compiled else ''} x{world} | params "
-              + " ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())
-              + f" | {cfg.batch_size * cfg.seq_len:,} tokens/step | "
-              f"{flops_per_step / 1e9:.1f} GFLOPs/step | budget {total:,} steps = "
-              f"{total * flops_per_step:.2e} FLOPs" + (f" | resuming at {step}" if step else ""),
-              flush=True)
+        announce(run, why, total, flops_per_step, start)
         if ckpt is None:
-            atomic_write(out / "config.json", lambda f: f.write(json.dumps(dict(
-                config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(mcfg),
-                params=counts, planned_steps=total, flops_per_step=flops_per_step,
-                device=torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
-                world=world, torch=torch.__version__, git=git_commit(),
-                # fresh wordpiece-N preparations can differ (README, known limits): which one
-                tokenizer_sha256=hashlib.sha256(tok.to_str().encode()).hexdigest()),
-                indent=2)), mode="w")
-
+            write_config(run, tok, total, flops_per_step)
     stop_signal = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-
-    def checkpoint():
-        if rank == 0:
-            save_checkpoint(out, dict(
-                format=model.CKPT_FORMAT, config=dataclasses.asdict(cfg),
-                model_config=dataclasses.asdict(mcfg), model=raw.state_dict(),
-                optimizer=opt.state_dict(), step=step, flops=flops_done, tokens=tokens_done,
-                rng=torch.get_rng_state(), tokenizer=tok.to_str()))
-        if world > 1:
-            dist.barrier()
-
-    def check_finite():
-        """Bad steps were skipped on the device; stop once more than skip_nonfinite of them
-        happened (one host sync, at log and checkpoint steps only)."""
-        if int(bad_steps) > cfg.skip_nonfinite:
-            raise UserError(f"non-finite loss at step {int(first_bad[0])} "
-                            f"(loss {first_bad[1]:.4g}, loss_jepa {first_bad[2]:.4g}, "
-                            f"loss_mlm {first_bad[3]:.4g}); {int(bad_steps)} bad steps > "
-                            f"--skip_nonfinite={cfg.skip_nonfinite}; the last checkpoint in "
-                            f"{out} is intact")
-
-    bad_steps = torch.zeros((), device=device)
-    first_bad = torch.full((4,), -1.0, device=device)  # step, loss, loss_jepa, loss_mlm
-    nan = torch.tensor(float("nan"), device=device)
-    step_t = torch.tensor(float(step), device=device)  # the step, without a host->device copy
-    log_file = open_log(out / "log.jsonl", step) if rank == 0 else None
+    log = Log(run, out / "log.jsonl", start, total, flops_per_step) if rank == 0 else None
     prefetch = Prefetcher(lambda s: make_batch(rows, s, cfg, specials, vocab_size, rank, world),
-                          step, total, pin=device.type == "cuda")
-    t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
-    t_ckpt, start_step, stopping, compile_info = time.perf_counter(), step, False, {}
+                          start, total, pin=run.device.type == "cuda")
     keep = {max(1, round(f * total)): f for f in cfg.keep_at}  # step -> fraction
-    compile_before = hardware.compile_counts()
+    t_ckpt, compile_before = time.perf_counter(), hardware.compile_counts()
     try:
-        while step < total:
+        while progress.step < total:
             _, batch = prefetch.next()
-            stats, grad_norm, bad = train_step(run, batch, step, total,
-                                               step == cfg.inject_nan_at)
-            bad_steps += bad
-            first_bad.copy_(torch.where(bad & (first_bad[0] < 0), torch.stack(
-                [step_t, stats["loss"], stats.get("loss_jepa", nan),
-                 stats.get("loss_mlm", nan)]), first_bad))
-            step_t += 1
-            step += 1
-            steps_window += 1
-            flops_done += batch_flops(mcfg, batch, cfg.batch_size)
-            tokens_done += cfg.batch_size * cfg.seq_len
-            if step == start_step + 1 and run.compiled:
-                compile_info = hardware.compile_report(rank, compile_before)  # logged next
+            stats, grad_norm, bad = train_step(run, batch, progress.step, total,
+                                               progress.step == cfg.inject_nan_at)
+            progress.advance(stats, bad, batch_flops(run.mcfg, batch, cfg.batch_size),
+                             cfg.batch_size * cfg.seq_len)
+            step = progress.step
+            if step == start + 1 and run.compiled:
+                first_compile = hardware.compile_report(rank, compile_before)
             at_log = step % cfg.log_every == 0 or step in (1, total)
-            ckpt_due = 0 < 60 * cfg.ckpt_minutes <= time.perf_counter() - t_ckpt
-            if world == 1:
-                stopping = bool(stop_signal)
-            elif at_log:  # agree on a stop signal and a timed checkpoint, at log steps only
-                flags = torch.tensor([len(stop_signal), ckpt_due], dtype=torch.int32)
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=flag_group)
-                stopping, ckpt_due = bool(flags[0]), bool(flags[1])
-            else:
-                ckpt_due = False  # a rank's own clock alone must not make it checkpoint
+            stopping, ckpt_due = agree_on_stop(run, at_log, stop_signal, flag_group,
+                                               0 < 60 * cfg.ckpt_minutes
+                                               <= time.perf_counter() - t_ckpt)
             if at_log or stopping:
-                check_finite()
+                progress.check_finite(cfg)
                 if world > 1:  # SUM then divide: gloo has no AVG
                     for v in stats.values():
                         dist.all_reduce(v)
                         v /= world
-                elapsed = time.perf_counter() - t_window
-                tok_s = steps_window * cfg.batch_size * cfg.seq_len / elapsed
-                rec = dict(step=step, **{k: round(v.item(), 6) for k, v in stats.items()},
-                           lr=lr_at(step - 1, cfg, total),
-                           momentum=momentum_at(step - 1, cfg, total),
-                           grad_norm=round(grad_norm.item(), 4), tokens_per_s=round(tok_s, 1),
-                           # each process does 1/world of the step's FLOPs on its own device
-                           mfu=round(hardware.mfu(steps_window * flops_per_step / world, elapsed,
-                                           peak), 4),
-                           flops=flops_done, tokens=tokens_done, skipped=int(bad_steps),
-                           elapsed=round(time.perf_counter() - t_start, 2))
-                if rank == 0 and (step % cfg.collapse_every == 0 or step in (1, total)):
-                    rec.update(collapse(raw, batch["tokens"][:8].to(device), run.autocast()))
-                rec.update(compile_info)
-                compile_info = {}
-                if rank == 0:
-                    log_file.write(json.dumps(rec) + "\n")
-                    log_file.flush()
-                    eta = (total - step) * elapsed / steps_window
-                    parts = [f"{k} {rec[k]:.4f}" for k in ("loss", "loss_jepa", "loss_mlm", "lam")
-                             if k in rec] + ([f"rankme {rec['rankme']:.1f}"] if "rankme" in rec
-                                             else [])
-                    print(f"step {step}/{total} | " + " | ".join(parts) + f" | lr {rec['lr']:.2e}"
-                          f" | {tok_s:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | "
-                          f"ETA {eta / 60:.1f}m", flush=True)
-                t_window, steps_window = time.perf_counter(), 0
+                compiled = (hardware.compile_since(compile_before, first_compile)
+                            if run.compiled else {})
+                if log is not None:
+                    log.write(progress, stats, grad_norm, batch["tokens"], compiled)
             if step % cfg.ckpt_every == 0 or step in (total, *keep) or stopping or ckpt_due:
-                check_finite()
-                checkpoint()
+                progress.check_finite(cfg)
+                checkpoint(run, progress, tok)
                 t_ckpt = time.perf_counter()
                 if step in keep and rank == 0:
-                    kept = out / f"ckpt-f{keep[step]:g}.pt"
-                    atomic_write(kept, lambda f: f.write((out / "ckpt.pt").read_bytes()))
+                    keep_copy(out / "ckpt.pt", out / f"ckpt-f{keep[step]:g}.pt")
             if stopping:  # a rank that got no signal itself stops as if by SIGTERM
                 sig = (stop_signal or [signal.SIGTERM])[0]
                 print(f"stopped by signal {sig} at step {step}; checkpoint written; continue "
@@ -439,11 +285,161 @@ def main(argv):
     finally:
         prefetch.close()
     if rank == 0:
-        print(f"done: {step} steps, {flops_done:.3e} FLOPs, {tokens_done:,} tokens, "
-              f"{(time.perf_counter() - t_start) / 60:.1f} min -> {out / 'ckpt.pt'}")
-    if world > 1:
-        dist.destroy_process_group()
+        print(f"done: {progress.step} steps, {progress.flops:.3e} FLOPs, {progress.tokens:,} "
+              f"tokens, {(time.perf_counter() - log.t_start) / 60:.1f} min -> {out / 'ckpt.pt'}")
     return 0
+
+
+@dataclass
+class Progress:
+    """How far a run is: its step and what it has trained on (host), and the non-finite steps
+    skipped so far (device: counting them needs no host sync)."""
+    step: int
+    flops: int
+    tokens: int
+    step_t: torch.Tensor         # the step, without a host->device copy
+    bad_steps: torch.Tensor
+    first_bad: torch.Tensor      # step, loss, loss_jepa, loss_mlm of the first bad step
+
+    @classmethod
+    def start(cls, run: Run, ckpt) -> "Progress":
+        """At step 0, or where the checkpoint left off (weights, optimizer, RNG restored)."""
+        step = flops = tokens = 0
+        if ckpt is not None:
+            run.raw.load_state_dict(ckpt["model"])
+            run.opt.load_state_dict(ckpt["optimizer"])
+            step, flops, tokens = ckpt["step"], ckpt["flops"], ckpt["tokens"]
+            torch.set_rng_state(ckpt["rng"])
+        device = run.device
+        return cls(step, flops, tokens, torch.tensor(float(step), device=device),
+                   torch.zeros((), device=device), torch.full((4,), -1.0, device=device))
+
+    def advance(self, stats: dict, bad, flops: int, tokens: int):
+        nan = self.first_bad.new_tensor(float("nan"))
+        self.bad_steps += bad
+        self.first_bad.copy_(torch.where(bad & (self.first_bad[0] < 0), torch.stack(
+            [self.step_t, stats["loss"], stats.get("loss_jepa", nan),
+             stats.get("loss_mlm", nan)]), self.first_bad))
+        self.step_t += 1
+        self.step += 1
+        self.flops += flops
+        self.tokens += tokens
+
+    def check_finite(self, cfg: TrainConfig):
+        """Bad steps were skipped on the device; stop once more than skip_nonfinite of them
+        happened (one host sync, at log and checkpoint steps only)."""
+        if int(self.bad_steps) > cfg.skip_nonfinite:
+            step, loss, loss_jepa, loss_mlm = self.first_bad.tolist()
+            raise UserError(f"non-finite loss at step {int(step)} (loss {loss:.4g}, loss_jepa "
+                            f"{loss_jepa:.4g}, loss_mlm {loss_mlm:.4g}); {int(self.bad_steps)} "
+                            f"bad steps > --skip_nonfinite={cfg.skip_nonfinite}; the last "
+                            f"checkpoint in {cfg.out} is intact")
+
+
+def agree_on_stop(run: Run, at_log: bool, stop_signal: list, flag_group, ckpt_due: bool):
+    """(stop now, checkpoint now). One process: a signal stops at once. Several: they agree on
+    a stop signal and a timed checkpoint at log steps only (one all-reduce of two flags)."""
+    if run.world == 1:
+        return bool(stop_signal), ckpt_due
+    if not at_log:
+        return False, False  # a rank's own clock alone must not make it checkpoint
+    flags = torch.tensor([len(stop_signal), ckpt_due], dtype=torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=flag_group)
+    return bool(flags[0]), bool(flags[1])
+
+
+def checkpoint(run: Run, progress: Progress, tok):
+    if run.rank == 0:
+        save_checkpoint(Path(run.cfg.out), dict(
+            format=model.CKPT_FORMAT, config=dataclasses.asdict(run.cfg),
+            model_config=dataclasses.asdict(run.mcfg), model=run.raw.state_dict(),
+            optimizer=run.opt.state_dict(), step=progress.step, flops=progress.flops,
+            tokens=progress.tokens, rng=torch.get_rng_state(), tokenizer=tok.to_str()))
+    if run.world > 1:
+        dist.barrier()
+
+
+class Log:
+    """Rank 0's log: a JSON line per log step in log.jsonl, and a line on stdout."""
+
+    def __init__(self, run: Run, path: Path, step: int, total: int, flops_per_step: float):
+        self.run, self.total, self.flops_per_step = run, total, flops_per_step
+        self.file = open_log(path, step)
+        self.peak = hardware.device_peak_flops(run.cfg.device, run.cfg.dtype)
+        self.t_start = self.t_window = time.perf_counter()
+        self.last_step, self.recompiles = step, 0
+
+    def write(self, progress: Progress, stats: dict, grad_norm, tokens, compiled: dict):
+        cfg, run, step = self.run.cfg, self.run, progress.step
+        elapsed, steps = time.perf_counter() - self.t_window, step - self.last_step
+        tok_s = steps * cfg.batch_size * cfg.seq_len / elapsed
+        rec = dict(step=step, **{k: round(v.item(), 6) for k, v in stats.items()},
+                   lr=lr_at(step - 1, cfg, self.total),
+                   momentum=momentum_at(step - 1, cfg, self.total),
+                   grad_norm=round(grad_norm.item(), 4), tokens_per_s=round(tok_s, 1),
+                   # each process does 1/world of the step's FLOPs on its own device
+                   mfu=round(hardware.mfu(steps * self.flops_per_step / run.world, elapsed,
+                                          self.peak), 4),
+                   flops=progress.flops, tokens=progress.tokens,
+                   skipped=int(progress.bad_steps),
+                   elapsed=round(time.perf_counter() - self.t_start, 2))
+        if step % cfg.collapse_every == 0 or step in (1, self.total):
+            rec.update(collapse(run.raw, tokens[:8].to(run.device), run.autocast()))
+        rec.update(compiled)
+        if compiled.get("recompiles", 0) > self.recompiles:
+            self.recompiles = compiled["recompiles"]
+            print(f"warning: torch.compile compiled {self.recompiles} graph(s) after the first "
+                  f"step (by step {step}): a shape or guard changed", file=sys.stderr, flush=True)
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        eta = (self.total - step) * elapsed / steps
+        parts = [f"{k} {rec[k]:.4f}" for k in ("loss", "loss_jepa", "loss_mlm", "lam")
+                 if k in rec] + ([f"rankme {rec['rankme']:.1f}"] if "rankme" in rec else [])
+        print(f"step {step}/{self.total} | " + " | ".join(parts) + f" | lr {rec['lr']:.2e}"
+              f" | {tok_s:,.0f} tok/s | MFU {100 * rec['mfu']:.1f}% | ETA {eta / 60:.1f}m",
+              flush=True)
+        self.t_window, self.last_step = time.perf_counter(), step
+
+
+# ----------------------------------------------------------------------------- start
+
+def start_or_resume(cfg: TrainConfig, explicit: set):
+    """(config, checkpoint or None): --resume continues the run in --out with its saved config;
+    a new run refuses a folder that holds one."""
+    out = Path(cfg.out)
+    if cfg.resume:
+        ckpt = model.load_checkpoint(out / "ckpt.pt")
+        return check_resume(cfg, explicit, ckpt), ckpt
+    if (out / "ckpt.pt").exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or "
+                        "--out=DIR to start a new one")
+    return cfg, None
+
+
+def announce(run: Run, why: str, total: int, flops_per_step: float, step: int):
+    cfg = run.cfg
+    counts = model.param_counts(run.raw)
+    make_folder(cfg.out)
+    print(f"preset {cfg.preset} ({why}) | mode {cfg.mode} | {cfg.device} {cfg.dtype}"
+          f"{' compiled' if run.compiled else ''} x{run.world} | params "
+          + " ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items())
+          + f" | {cfg.batch_size * cfg.seq_len:,} tokens/step | "
+          f"{flops_per_step / 1e9:.1f} GFLOPs/step | budget {total:,} steps = "
+          f"{total * flops_per_step:.2e} FLOPs" + (f" | resuming at {step}" if step else ""),
+          flush=True)
+
+
+def write_config(run: Run, tok, total: int, flops_per_step: float):
+    """config.json: the resolved config, and what the run was made with and on."""
+    cfg = run.cfg
+    atomic_write(Path(cfg.out) / "config.json", lambda f: f.write(json.dumps(dict(
+        config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(run.mcfg),
+        params=model.param_counts(run.raw), planned_steps=total, flops_per_step=flops_per_step,
+        device=torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
+        world=run.world, torch=torch.__version__, **code_state(),
+        # fresh wordpiece-N preparations can differ (docs/reproducibility.md): which one
+        tokenizer_sha256=hashlib.sha256(tok.to_str().encode()).hexdigest()), indent=2)),
+        mode="w")
 
 
 def load_data(cfg: TrainConfig, explicit: set):
@@ -458,21 +454,6 @@ def load_data(cfg: TrainConfig, explicit: set):
             raise
         raise UserError(f"{e}; or train on a corpus that is in {data_dir()}: make pretrain "
                         f"MODE={cfg.mode} CORPUS={here[0]} (train.py --corpus={here[0]})") from None
-
-
-def open_log(path: Path, step: int):
-    """log.jsonl for appending; a resumed run first drops the lines logged after its checkpoint
-    (they will be logged again), so the file reads as one uninterrupted run."""
-    keep = []
-    if step and path.exists():
-        for line in path.read_text().splitlines(keepends=True):
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass  # a line cut short by a kill
-    atomic_write(path, lambda f: f.write("".join(keep)), mode="w")
-    return open(path, "a")
 
 
 @torch.no_grad()

@@ -82,9 +82,10 @@ def run_cli(main):
         sys.exit(2)
 
 
-def atomic_write(path, write_fn, mode: str = "wb") -> Path:
+def atomic_write(path, write_fn, mode: str = "wb", keep_previous=None) -> Path:
     """Write a file so readers see either the old content or the complete new one, never a part:
-    write_fn(file) writes into a temp file in the same folder, which is fsynced and renamed."""
+    write_fn(file) writes into a temp file in the same folder, which is fsynced and renamed.
+    keep_previous: a path the old file is renamed to first (so one complete copy always exists)."""
     path = Path(path)
     try:
         make_folder(path.parent)
@@ -99,6 +100,8 @@ def atomic_write(path, write_fn, mode: str = "wb") -> Path:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

@@ -126,3 +126,10 @@ def fetch_archive(url: str, zip_name: str, sha256: str, expect: list[str]) -> Pa
     if missing := [p for p in expect if not (root / p).exists()]:
         raise UserError(f"{archive} has no {missing[0]}; delete the zip and re-run")
     return root
+
+
+def portable(text: str) -> str:
+    """A message with this machine's data folder written as $DATA_DIR, for files one commits."""
+    for folder in (data_dir().resolve(), data_dir()):
+        text = text.replace(str(folder), "$DATA_DIR")
+    return text

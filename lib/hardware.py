@@ -27,8 +27,9 @@ def device_peak_flops(device: str, dtype: str) -> float:
     if device == "cuda":
         peak = nvidia_peak(torch.cuda.get_device_name())
         return peak if dtype == "bfloat16" else peak / 2
-    dt = getattr(torch, dtype)
-    a, b = torch.randn(1024, 1024, dtype=dt), torch.randn(1024, 1024, dtype=dt)
+    dt, gen = getattr(torch, dtype), torch.Generator().manual_seed(0)  # not the global RNG,
+    # whose state a checkpoint saves: measuring must not change what a resumed run saves
+    a, b = (torch.randn(1024, 1024, dtype=dt, generator=gen) for _ in range(2))
     for _ in range(3):  # warm-up: thread pool and oneDNN kernel selection
         a @ b
     best = float("inf")
@@ -89,3 +90,10 @@ def compile_report(rank: int, before: dict) -> dict:
     elif rank == 0:
         print(f"compiled: {info['graphs']} graphs, no fallback, no graph break", flush=True)
     return info
+
+
+def compile_since(before: dict, first: dict) -> dict:
+    """Dynamo's counters since the run started, for every log line, with `recompiles`: the graphs
+    compiled after the first step (whose counters are `first`), 0 in a run of static shapes."""
+    now = {k: v - before[k] for k, v in compile_counts().items()}
+    return dict(now, recompiles=now["graphs"] - first["graphs"])

@@ -174,3 +174,36 @@ def trajectory(logs: dict, points: int = 10) -> list[str]:
                 lines.append(f"| {at:.2e} | " + " | ".join(f"{r[key]:.4f}" for r in near) + " |")
             shown = near
     return lines
+
+
+# ----------------------------------------------------------------------------- probe.py's results
+
+def probe_cell(r: dict, name: str) -> str:
+    return f"{r['metrics'][name]:.2f} [{r['ci'][name][0]:.2f}, {r['ci'][name][1]:.2f}]"
+
+
+def probe_line(r: dict) -> str:
+    """probe.py's line of one result."""
+    scores = "  ".join(f"{name} {probe_cell(r, name)}" for name in r["metrics"])
+    cap = f" (cap {r['max_train']:,})" if r["max_train"] else ""
+    return (f"{r['task']:<5} {r['pool']:<9} {scores}  n_train {r['n_train']:,}{cap}  "
+            f"n_dev {r['n_dev']:,}  {r['seconds']:.1f}s")
+
+
+def probe_summary(results: list[dict], tasks, pools) -> str:
+    """A probe folder's summary.md from its result JSONs: one table per task, in task order."""
+    lines = ["# Probe results", "",
+             "Frozen-encoder linear probes (probe.py). Percent; mean over probe seeds, [95% "
+             "bootstrap CI over dev examples]. Generated from the JSON files in this folder.", ""]
+    for task in [t for t in tasks if any(r["task"] == t for r in results)]:
+        rows = sorted((r for r in results if r["task"] == task),
+                      key=lambda r: (r["ckpt"], (tuple(pools) + ("-",)).index(r["pool"])))
+        names = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
+        lines += [f"## {task}", "", "| ckpt | encoder | pool | " + " | ".join(names)
+                  + " | n_train | n_dev | seeds |", "|---" * (len(names) + 6) + "|"]
+        for r in rows:
+            cells = [probe_cell(r, n) if n in r["metrics"] else "-" for n in names]
+            lines.append(f"| {r['ckpt']} | {r['encoder']} | {r['pool']} | " + " | ".join(cells)
+                         + f" | {r['n_train']:,} | {r['n_dev']:,} | {len(r['seeds'])} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -26,15 +26,15 @@ import torch
 import data
 import masks
 import model
-from study import study
 import probe
+from lib.runs import read_log, wall_time
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
+from study.study import PROBE_ARGS  # the study's probe flags: selected as it will be run
 
 VAL_ROWS = 2048
 VAL_SEED = 1234         # mask draws of the validation loss: stream VAL_SEED, chunk i
 MASK_PROB = 0.15        # whatever rate the run trained with: a fixed yardstick
 SELECTION = (("sst2", "acc"), ("stsb", "spearman"))
-PROBE_ARGS = "--pooler_cap=1000 --max_iter=50"   # study.py's
 
 
 @dataclass
@@ -86,7 +86,7 @@ def heldout_scores(ckpt: str, results: Path, like: str = "") -> dict:
 def record(cfg: RecipeConfig) -> dict:
     run = Path(cfg.run)
     conf = json.loads((run / "config.json").read_text())
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    log = read_log(run)
     ckpt = str(run / "ckpt.pt")
     trained = heldout_scores(ckpt, run / "probe")
     seed = conf["config"]["seed"]
@@ -97,7 +97,7 @@ def record(cfg: RecipeConfig) -> dict:
                 f"--max_flops={conf['config']['max_flops']:g} {cfg.flags}".strip(),
                 config=conf["config"], params=conf["params"], steps=log[-1]["step"],
                 tokens=log[-1]["tokens"], flops=log[-1]["flops"],
-                wall_min=round(study.wall_time(log) / 60, 2),
+                wall_min=round(wall_time(log) / 60, 2),
                 final_train_loss=round(log[-1]["loss"], 4), **validation_loss(ckpt, cfg.rows),
                 heldout=trained, heldout_random=random,
                 selection_score=round(float(np.mean(list(scores.values()))), 2))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import lib.download
+from lib import compare
 from probe_fixtures import bert_random_like, save_checkpoint, write_glue
 
 import analyze
@@ -120,10 +121,10 @@ def fake_analysis() -> dict:
                   p_examples=0.0005 + i / 1000, p_seeds=None, p=0.0005 + i / 1000)
              for q, p in enumerate(("mean", "max")) for i, k in enumerate(analyze.METRICS)]
     cfg = analyze.AnalyzeConfig(permutations=999)
-    analyze.adjust(comps, [pair], "holm")  # sets the pair's family and tests
+    compare.adjust(comps, [pair], "holm")  # sets the pair's family and tests
     base = dict(metric="acc", value=51.2345, ci=[47.1, 55.3], file="out/baselines/probe/x.json")
     return dict(config=dict(pools=["mean", "max"]), definitions=analyze.DEFINITIONS,
-                statistics=analyze.STATISTICS, tests=analyze.TESTS, pairs=[analyze.pair_summary(cfg, pair)],
+                statistics=analyze.STATISTICS, tests=analyze.TESTS, pairs=[compare.pair_summary(cfg, pair, analyze.ALPHA)],
                 models=[dict(name=n, method=mo, ckpt=f"{n}/ckpt.pt", d=8, probe_dir=f"{n}/probe")
                         for n, mo in (("hyb", "hybrid"), ("mlm", "mlm"),
                                       ("random-tiny", "random"))],
@@ -132,7 +133,8 @@ def fake_analysis() -> dict:
                 skipped=dict(mnli="no data"), baselines=dict(sst2=dict(
                     majority=base, bow=dict(base, value=77.7777, ci=[70.01, 80.02]))),
                 cells=cells, comparisons=comps,
-                consistency={pair["label"]: analyze.consistency(comps, pair["label"])})
+                consistency={pair["label"]: compare.consistency(comps, pair["label"], analyze.METRICS,
+                                                                    analyze.ALPHA)})
 
 
 def numbers(obj):

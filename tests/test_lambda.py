@@ -18,6 +18,8 @@ from test_train import (ROOT, corpus_env, crash_at, light_compile, read_log,  # 
 
 import model
 from lib import figures, markdown
+from lib.runs import read_log
+from study import arms
 from study import study
 import train
 from lib.cli import UserError
@@ -198,16 +200,16 @@ def test_balanced_compiles_and_never_recompiles(
 # ----------------------------------------------------------------------------- study arms
 
 def test_arms_name_a_mode_and_an_optional_lambda_mode():
-    assert study.parse_arm("hybrid") == ("hybrid", "")
-    assert study.parse_arm("mlm") == ("mlm", "")
-    assert study.parse_arm("hybrid:fixed:0.5") == ("hybrid", "fixed:0.5")
-    assert study.parse_arm("hybrid:balanced") == ("hybrid", "balanced")
-    assert study.arm_folder("hybrid:fixed:0.5", "tiny") == "hybrid-fixed-0.5-tiny"
-    assert study.arm_folder("hybrid", "tiny") == "hybrid-tiny"
+    assert arms.parse_arm("hybrid") == ("hybrid", "")
+    assert arms.parse_arm("mlm") == ("mlm", "")
+    assert arms.parse_arm("hybrid:fixed:0.5") == ("hybrid", "fixed:0.5")
+    assert arms.parse_arm("hybrid:balanced") == ("hybrid", "balanced")
+    assert arms.arm_folder("hybrid:fixed:0.5", "tiny") == "hybrid-fixed-0.5-tiny"
+    assert arms.arm_folder("hybrid", "tiny") == "hybrid-tiny"
     for bad, message in (("bert", "--arms=bert"), ("mlm:balanced", "only a hybrid arm"),
                          ("hybrid:fixed:2", "lambda_mode 'fixed:2'")):
         with pytest.raises(UserError, match=message):
-            study.parse_arm(bad)
+            arms.parse_arm(bad)
 
 
 def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch):  # noqa: F811
@@ -257,7 +259,7 @@ def test_the_lambda_figure_is_optional(tmp_path, monkeypatch):
     (run / "log.jsonl").write_text("".join(json.dumps(dict(
         step=s, flops=s * 1e9, lam=0.5 + s / 100, loss_jepa=1 / s, loss_mlm=9 - s / 10)) + "\n"
         for s in range(1, 11)))
-    logs, groups = {run.name: study.read_log(run)}, {"hybrid": [run.name]}
+    logs, groups = {run.name: read_log(run)}, {"hybrid": [run.name]}
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     assert figures.paper_figures(logs, {}, None, groups, tmp_path) is None
     monkeypatch.undo()

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import lib.download
+import probe
+from lib.runs import wall_time
 import torch
 from probe_fixtures import write_glue
 from synthetic import TINY_ARGS, write_corpus
@@ -86,7 +88,7 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
 
     stamp = (out / "analysis/analysis.json").stat().st_mtime_ns
     monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
-    monkeypatch.setattr(study.P, "probe_and_save", lambda *a, **k: pytest.fail("probed again"))
+    monkeypatch.setattr(probe, "probe_and_save", lambda *a, **k: pytest.fail("probed again"))
     assert study.main(flags) == 0
     assert (out / "analysis/analysis.json").stat().st_mtime_ns == stamp
 
@@ -130,7 +132,7 @@ def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeyp
 
 def test_wall_time_adds_the_segments_of_a_resumed_run():
     log = [{"elapsed": e} for e in (1.0, 10.0, 20.0, 2.0, 15.0)]  # resumed after 20 s
-    assert study.wall_time(log) == 35.0
+    assert wall_time(log) == 35.0
 
 
 @pytest.mark.faults
@@ -157,7 +159,7 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
         for seed, name in ((0, f"{arm}-tiny"), (1, f"{arm}-tiny-s1")):
             conf = json.loads((out / name / "config.json").read_text())["config"]
             assert conf["seed"] == seed and (out / name / "probe/sst2-mean.json").exists()
-        for f in study.PaperConfig.curve:  # the default learning curve: seed 0 only
+        for f in study.StudyConfig.curve:  # the default learning curve: seed 0 only
             assert (out / f"{arm}-tiny/ckpt-f{f:g}.pt").exists()
             assert not (out / f"{arm}-tiny-s1/ckpt-f{f:g}.pt").exists()
             assert (out / f"{arm}-tiny/curve-{f:g}/sst2-mean.json").exists()

@@ -15,6 +15,7 @@ import torch
 import features
 import model
 import probe
+from features import open_source
 from lib import provenance
 from lib import stats
 from lib.glue import Example
@@ -124,7 +125,7 @@ def test_l2_is_chosen_on_train_and_dev_is_used_once(tmp_path, monkeypatch, capsy
 
 # ----------------------------------------------------------------------------- pooling
 
-@pytest.mark.parametrize("pool", probe.POOLS)
+@pytest.mark.parametrize("pool", features.POOLS)
 def test_padding_never_changes_pooled_vectors(pool):
     torch.manual_seed(0)
     lengths = torch.tensor([7, 3, 1, 5])
@@ -142,7 +143,7 @@ def test_mean_of_one_token_is_that_token_and_zero_weights_are_mean():
     h, mask = torch.randn(2, 5, 8), torch.tensor([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0]]).bool()
     mean = features.pool_tokens("mean", h, mask)
     assert torch.equal(mean[0], h[0, 0])
-    for pool in probe.TRAINED_POOLS:  # trained poolers start from (near) mean pooling
+    for pool in features.TRAINED_POOLS:  # trained poolers start from (near) mean pooling
         zero = torch.zeros(features.MAX_LEN if pool == "weighted" else 8)
         assert torch.allclose(features.pool_tokens(pool, h, mask, zero), mean, atol=1e-6)
 
@@ -235,7 +236,7 @@ def test_one_encoder_pass_per_split_serves_every_pooling(fake, monkeypatch, caps
     run(["--task=mrpc", f"--ckpt={fake}", "--pool=all", f"--out={tmp_path / 'b'}"] + FAST, capsys)
     assert mean_only and calls == mean_only  # the same batches, in the same order
     results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "b").glob("mrpc-*.json")}
-    assert set(results) == {f"mrpc-{p}" for p in probe.POOLS}
+    assert set(results) == {f"mrpc-{p}" for p in features.POOLS}
 
 
 def test_the_cache_keeps_features_of_another_dtype_apart(fake, capsys):
@@ -319,12 +320,15 @@ def test_plain_output_is_one_line_per_result(fake, capsys):
     assert out.startswith("sst2  weighted  acc ") and "n_train 60" in out and "n_dev 24" in out
 
 
-def test_embed_gives_pooled_vectors_of_a_split(fake):
+def test_pooled_gives_the_vectors_of_the_train_subset_and_of_dev(fake):
     for pool in ("mean", "attention"):
-        e = probe.embed(str(fake), "stsb", "dev", pool)
-        assert e["a"].shape == e["b"].shape == (24, 32) and e["labels"].shape == (24,)
-    e = probe.embed(str(fake), "sst2", "train", "max", max_train=10)
-    assert e["a"].shape == (10, 32) and e["b"] is None
+        cfg = probe.ProbeConfig(task=("stsb",), ckpt=str(fake), pool=(pool,))
+        vecs, train = probe.pooled(cfg, open_source(cfg), "stsb", pool, probe.load_splits("stsb"))
+        assert vecs["dev"][0].shape == vecs["dev"][1].shape == (24, 32)
+        assert vecs["train"][0].shape == (len(train), 32)
+    cfg = probe.ProbeConfig(task=("sst2",), ckpt=str(fake), pool=("max",), max_train=10)
+    vecs, train = probe.pooled(cfg, open_source(cfg), "sst2", "max", probe.load_splits("sst2"))
+    assert len(train) == 10 and vecs["train"][0].shape == (10, 32) and vecs["train"][1] is None
 
 
 @pytest.mark.faults
