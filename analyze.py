@@ -206,9 +206,9 @@ def resolve_models(cfg: AnalyzeConfig) -> list[dict]:
                            ckpt=str(path / "ckpt.pt"), preset=conf["preset"]))
     if cfg.random:
         preset = models[0]["preset"] if models else cfg.preset
-        models += [dict(name=f"random-{preset}{f'-s{k}' if k else ''}", mode="random",
-                        method="random", ckpt=f"random:{k}" if k else "random", preset=preset)
-                   for k in range(cfg.random_seeds)]
+        models += [dict(name=name, mode="random", method="random", ckpt=ckpt, preset=preset)
+                   for ckpt, name in (features.random_encoder(preset, k)
+                                      for k in range(cfg.random_seeds))]
     names = [m["name"] for m in models]
     if not models or len(set(names)) < len(names):
         raise UserError(f"--runs: need at least one model and distinct run folder names, got "

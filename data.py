@@ -46,9 +46,16 @@ def _bert_pipeline(model: models.WordPiece) -> Tokenizer:
     return tok
 
 
+# Vocabularies this code trained, shipped with the project as vocab/<corpus>-wordpiece-N.json.
+# WordPiece training is not deterministic (huggingface/tokenizers#1794: two trainings on the same
+# text differ), so a study is reproducible from a clone only on a shipped vocabulary.
+SHIPPED = Path(__file__).resolve().parent / "vocab"
+
+
 def load_tokenizer(name: str, corpus: str | None = None) -> Tokenizer:
-    """`bert-base-uncased` (Google's 30,522-token vocab.txt) or `wordpiece-N` (N tokens trained on
-    corpus's train split, kept as tokenizer.json in its token folder). Neither adds [CLS]/[SEP]."""
+    """`bert-base-uncased` (Google's 30,522-token vocab.txt) or `wordpiece-N` (N tokens of corpus:
+    the shipped vocab/<corpus>-wordpiece-N.json where there is one, else trained on its train
+    split), kept as tokenizer.json in the corpus's token folder. Neither adds [CLS]/[SEP]."""
     if name == "bert-base-uncased":
         vocab = data_dir() / "tokenizers/bert-base-uncased/vocab.txt"
         return _bert_pipeline(models.WordPiece.from_file(
@@ -59,11 +66,15 @@ def load_tokenizer(name: str, corpus: str | None = None) -> Tokenizer:
                         "(e.g. wordpiece-8000)")
     if corpus is None:
         raise UserError(f"tokenizer {name} is trained on a corpus: pass one (--corpus=...)")
-    path = data_dir() / "tokens" / _slug(corpus) / name / "tokenizer.json"
-    if not path.exists():
+    path, shipped = data_dir() / "tokens" / _slug(corpus) / name / "tokenizer.json", None
+    if corpus in CORPORA and (SHIPPED / f"{corpus}-{name}.json").is_file():
+        shipped = SHIPPED / f"{corpus}-{name}.json"
+    if not path.exists() and shipped is None:
         _corpus_files(corpus, "train")  # an unknown corpus fails here, before any folder is made
     with exclusive(path):  # training is not deterministic: it must happen once, then be shared
-        if not path.exists():
+        if not path.exists() and shipped is not None:
+            atomic_write(path, lambda f: f.write(shipped.read_bytes()))
+        elif not path.exists():
             tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
             # Specials first, so [PAD] = 0 as in BERT. Characters rarer than the 1000 most common
             # become [UNK] rather than take two slots each (x and ##x) in a small vocabulary.
@@ -72,7 +83,16 @@ def load_tokenizer(name: str, corpus: str | None = None) -> Tokenizer:
             lines = _lines(corpus, "train", {}, f"training {name} on {corpus}")
             tok.train_from_iterator((line for line in lines if line is not None), trainer)
             atomic_write(path, lambda f: f.write(tok.to_str().encode()))
+    if shipped is not None and path.read_bytes() != shipped.read_bytes():
+        raise UserError(f"{path} is another {name} than the one the project ships "
+                        f"(vocab/{shipped.name}); its tokens in {path.parent} were made with it: "
+                        "delete that folder and re-run, to train on the shipped one")
     return Tokenizer.from_file(str(path))
+
+
+def tokenizer_sha256(tok: Tokenizer) -> str:
+    """Which vocabulary, exactly: runs, prepared tokens and probe caches record it."""
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()
 
 
 def special_ids(tok: Tokenizer) -> dict:
@@ -234,7 +254,8 @@ def _build_corpus(corpus: str, tokenizer: str, seq_len: int, out: Path):
         os.replace(part, out / f"{split}.bin")
         splits[split] = dict(rows=rows, tokens=tokens, **stats, seconds=round(time.time() - t0, 1))
     meta = dict(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len,
-                dtype=dtype, **{k: sum(s[k] for s in splits.values()) for k in splits["val"]})
+                tokenizer_sha256=tokenizer_sha256(tok), dtype=dtype,
+                **{k: sum(s[k] for s in splits.values()) for k in splits["val"]})
     meta.update(seconds=round(time.time() - start, 1), **splits)
     atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
@@ -247,9 +268,14 @@ def load_rows(corpus: str, tokenizer: str, seq_len: int, split: str) -> np.ndarr
     meta, out = prepare_corpus(corpus, tokenizer, seq_len), corpus_dir(corpus, tokenizer, seq_len)
     redo = (f"delete {out} and re-run `python data.py corpus --corpus={corpus} "
             f"--tokenizer={tokenizer} --seq_len={seq_len}`")
-    if meta["vocab_size"] != (vocab_size := load_tokenizer(tokenizer, corpus).get_vocab_size()):
+    tok = load_tokenizer(tokenizer, corpus)
+    if meta["vocab_size"] != (vocab_size := tok.get_vocab_size()):
         raise UserError(f"{out} was built with {meta['vocab_size']} tokens but {tokenizer} "
                         f"has {vocab_size}; {redo}")
+    if meta.get("tokenizer_sha256", tok_sha := tokenizer_sha256(tok)) != tok_sha:
+        raise UserError(f"{out} was built with another {tokenizer} (sha256 "
+                        f"{meta['tokenizer_sha256'][:12]}...) than the one loaded now "
+                        f"({tok_sha[:12]}...); {redo}")
     path, rows, dtype = out / f"{split}.bin", meta[split]["rows"], np.dtype(meta["dtype"])
     if (size := path.stat().st_size if path.exists() else 0) != rows * seq_len * dtype.itemsize:
         raise UserError(f"{path} has {size} bytes, not {rows} rows x {seq_len} x {dtype.itemsize}:"

@@ -69,20 +69,27 @@ def open_source(cfg) -> Source:
             encoder = model.PredictReconstruct(mcfg).encoder
         arch = hashlib.sha256(f"{sorted(vars(mcfg).items())}|{tok.to_str()}".encode())
         key = f"random-{what}-{arch.hexdigest()[:12]}-{seed}"
-        results = Path(cfg.out or f"out/random-{cfg.preset}{f'-s{seed}' if seed else ''}/probe")
+        results = Path(cfg.out or f"out/{random_encoder(cfg.preset, seed)[1]}/probe")
     else:
         encoder, tok, _ = model.load_encoder(cfg.ckpt, cfg.encoder)
         with open(cfg.ckpt, "rb") as f:
             key = f"{hashlib.file_digest(f, 'sha256').hexdigest()[:16]}-{cfg.encoder}"
         results = Path(cfg.out or Path(cfg.ckpt).parent / "probe")
     return Source(cfg.ckpt, "encoder", results, encoder.eval().requires_grad_(False).to(device),
-                  tok, key, hashlib.sha256(tok.to_str().encode()).hexdigest()[:16], device,
+                  tok, key, data.tokenizer_sha256(tok)[:16], device,
                   "bfloat16" if device == "cuda" else "float32",
                   min(MAX_LEN, encoder.pos_emb.num_embeddings))
 
 
 def is_random(ckpt: str) -> bool:
     return ckpt == "random" or ckpt.startswith("random:")
+
+
+def random_encoder(preset: str, seed: int = 0) -> tuple[str, str]:
+    """The random-weight encoder with train.py --seed=<seed>'s init: its --ckpt for probe.py, and
+    its name (folder out/<name>, model name in the analysis)."""
+    return ("random" if not seed else f"random:{seed}"), f"random-{preset}" + (
+        f"-s{seed}" if seed else "")
 
 
 def random_seed(ckpt: str) -> int:

@@ -13,7 +13,6 @@ folder's files (checkpoints, log, prefetching): lib/runs.py.
 """
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -35,7 +34,8 @@ from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
 from lib import hardware
 from lib.cli import UserError, atomic_write, make_folder, run_cli
 from lib.download import data_dir
-from lib.runs import Prefetcher, code_state, keep_copy, open_log, save_checkpoint
+from lib.runs import (Prefetcher, code_state, keep_copy, open_log, save_checkpoint,
+                      weights_sha256)
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
 
@@ -255,6 +255,8 @@ def train(cfg: TrainConfig, why: str, ckpt, tok, rows, rank: int, world: int) ->
             progress.advance(stats, bad, batch_flops(run.mcfg, batch, cfg.batch_size),
                              cfg.batch_size * cfg.seq_len)
             step = progress.step
+            if step == cfg.stop_at:  # deterministic interruption for tests (tools/gpu_check.py)
+                stop_signal.append(signal.SIGTERM)
             if step == start + 1 and run.compiled:
                 first_compile = hardware.compile_report(rank, compile_before)
             at_log = step % cfg.log_every == 0 or step in (1, total)
@@ -386,6 +388,8 @@ class Log:
         if step % cfg.collapse_every == 0 or step in (1, self.total):
             rec.update(collapse(run.raw, tokens[:8].to(run.device), run.autocast()))
         rec.update(compiled)
+        if step == self.total:  # the trained weights, in one hash (same seed, same bits)
+            rec["weights_sha256"] = weights_sha256(run.raw)
         if compiled.get("recompiles", 0) > self.recompiles:
             self.recompiles = compiled["recompiles"]
             print(f"warning: torch.compile compiled {self.recompiles} graph(s) after the first "
@@ -438,7 +442,7 @@ def write_config(run: Run, tok, total: int, flops_per_step: float):
         device=torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
         world=run.world, torch=torch.__version__, **code_state(),
         # fresh wordpiece-N preparations can differ (docs/reproducibility.md): which one
-        tokenizer_sha256=hashlib.sha256(tok.to_str().encode()).hexdigest()), indent=2)),
+        tokenizer_sha256=data.tokenizer_sha256(tok)), indent=2)),
         mode="w")
 
 

@@ -82,16 +82,17 @@ def run_cli(main):
         sys.exit(2)
 
 
-def atomic_write(path, write_fn, mode: str = "wb", keep_previous=None) -> Path:
+def atomic_write(path, write_fn, mode: str = "wb", keep_previous=None, what: str = "") -> Path:
     """Write a file so readers see either the old content or the complete new one, never a part:
     write_fn(file) writes into a temp file in the same folder, which is fsynced and renamed.
-    keep_previous: a path the old file is renamed to first (so one complete copy always exists)."""
+    keep_previous: a path the old file is renamed to first (so one complete copy always exists);
+    what: how an error names the file ("the checkpoint ")."""
     path = Path(path)
     try:
         make_folder(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     except OSError as e:
-        raise cannot_write(path, e) from None
+        raise cannot_write(path, e, what) from None
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -107,13 +108,13 @@ def atomic_write(path, write_fn, mode: str = "wb", keep_previous=None) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):  # full disk, quota, read-only file system
-            raise cannot_write(path, e) from None
+            raise cannot_write(path, e, what) from None
         raise
     return path
 
 
-def cannot_write(path, e: OSError) -> UserError:
-    return UserError(f"could not write {path}: {e.strerror or e}; free space, fix the folder's "
+def cannot_write(path, e: OSError, what: str = "") -> UserError:
+    return UserError(f"could not write {what}{path}: {e.strerror or e}; free space, fix the folder's "
                      "permissions or choose another output folder")
 
 

@@ -24,9 +24,9 @@ def save_checkpoint(out: Path, state: dict):
     at any moment leaves at least one complete checkpoint."""
     try:
         atomic_write(out / "ckpt.pt", lambda f: torch.save(state, f),
-                     keep_previous=out / "ckpt-prev.pt")
+                     keep_previous=out / "ckpt-prev.pt", what="the checkpoint ")
     except UserError as e:
-        raise UserError(f"{e}; the previous checkpoint is intact (or use --out=DIR)") from None
+        raise UserError(f"{e} (the previous checkpoint is intact)") from None
 
 
 def keep_copy(src: Path, dest: Path):
@@ -34,6 +34,17 @@ def keep_copy(src: Path, dest: Path):
     written atomically."""
     with open(src, "rb") as f:
         atomic_write(dest, lambda g: shutil.copyfileobj(f, g, 1 << 24))
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a model's state (every tensor's name, dtype, shape and bytes): two runs have the
+    same bits exactly when these agree. The last log line records it."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- the log

@@ -1,25 +1,42 @@
 """The arms of the study: their names (an arm is a mode, or a hybrid with a lambda mode), their run
 folders, the random-weight encoders beside them, and whether an arm's run is new, unfinished or
 done. The study (study.py) and its report (report.py) share these."""
+import dataclasses
 import json
 from pathlib import Path
 
+import torch
+
 import analyze
+import config
+import data
 import model
+from lib import provenance
 from lib.cli import UserError
 
 CURVE_TASKS = ("sst2", "stsb")  # the learning curve's probes (mean pooling)
 
 
-def arm_status(run: Path, budget: float, seed: int = 0) -> str:
-    """new | unfinished | done, from the run's checkpoint and resolved config."""
+def arm_status(run: Path, argv: list[str]) -> str:
+    """new | unfinished | done: the run in folder `run` against the train.py flags `argv` that
+    would make it now. A run made otherwise (any resolved training setting: the preset's recipe,
+    the corpus, extra flags, the machine's dtype; or another vocabulary) is never reused as if
+    it were this one: a UserError names what differs."""
     if not (run / "ckpt.pt").exists():
         return "new"
     conf = json.loads((run / "config.json").read_text())
-    for key, want in (("max_flops", budget), ("seed", seed)):
-        if conf["config"][key] != want:
-            raise UserError(f"{run} was trained with --{key}={conf['config'][key]:g}, not "
-                            f"{want:g}; delete it or pass another --out")
+    want = dataclasses.asdict(config.resolve_config(argv, torch.cuda.is_available())[0])
+    ignore = config.RESUME_MAY_CHANGE - {"max_flops"}  # how it runs, not what it trains
+    diff = provenance.differences({k: v for k, v in conf["config"].items() if k not in ignore},
+                                  {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in want.items() if k not in ignore})
+    tok = data.load_tokenizer(want["tokenizer"], want["corpus"])
+    if conf.get("tokenizer_sha256") != data.tokenizer_sha256(tok):
+        diff.append(f"tokenizer {want['tokenizer']}: sha256 {conf.get('tokenizer_sha256')} -> "
+                    f"{data.tokenizer_sha256(tok)}")
+    if diff:
+        raise UserError(f"{run} holds a run made with other settings ({'; '.join(diff)}); "
+                        "delete it or pass another --out")
     step = model.load_checkpoint(run / "ckpt.pt")["step"]
     return "done" if step >= conf["planned_steps"] else "unfinished"
 
@@ -47,13 +64,6 @@ def arm_folder(arm: str, preset: str, seed: int = 0) -> str:
     at tiny -> hybrid-fixed-0.5-tiny (no colons: they are not portable in paths); seed k > 0 adds
     -s<k>, so that a 1-seed study is the first seed of a 3-seed one."""
     return f"{arm.replace(':', '-')}-{preset}" + (f"-s{seed}" if seed else "")
-
-
-def random_name(preset: str, seed: int = 0) -> str:
-    """The random-weight encoder with train.py --seed=<seed>'s init: its probe.py --ckpt and
-    folder."""
-    return ("random" if not seed else f"random:{seed}"), f"random-{preset}" + (
-        f"-s{seed}" if seed else "")
 
 
 def arm_of(cfg, name: str) -> str:

@@ -1,25 +1,66 @@
-"""Compare a fresh 1-seed study (its out/) with the committed 3-seed study: the seed-0 weights
-(against the study's local out/, checkpoints are not committed) and every probe result both have
-(against results/tiny-cpu/out). python compare.py FRESH_OUT STUDY_OUT"""
+"""Same seed, same bits: compare the out/ folder of a study made in a fresh clone with a committed
+one, file by file. Runs: the last log line (weights_sha256, the losses, the step, the FLOPs) and
+config.json's resolved config and vocabulary; probe results: every metric and the hash of the
+per-example predictions. Prints one line per kind and exits 1 if anything differs.
+
+    python -m study.fresh_clone_compare FRESH_OUT COMMITTED_OUT
+"""
 import json
 import sys
 from pathlib import Path
 
-import torch
+RUN_KEYS = ("step", "flops", "tokens", "loss", "loss_mlm", "loss_jepa", "lam", "weights_sha256")
 
-fresh, study = Path(sys.argv[1]), Path(sys.argv[2])
-committed = Path(__file__).resolve().parents[1] / "out"
-for run in ("hybrid-tiny", "mlm-tiny"):
-    for name in ("ckpt.pt", "ckpt-f0.25.pt", "ckpt-f0.5.pt"):
-        a, b = (torch.load(p / "paper" / run / name, map_location="cpu", weights_only=True)["model"]
-                for p in (fresh, study))
-        print(f"{run}/{name}: {sum(not torch.equal(a[k], b[k]) for k in a)} of {len(a)} tensors differ")
-same = total = 0
-for path in sorted(fresh.rglob("*.json")):
-    rel = path.relative_to(fresh)
-    if "analysis" in rel.parts or rel.name == "config.json" or not (committed / rel).exists():
-        continue
-    a, b = json.loads(path.read_text()), json.loads((committed / rel).read_text())
-    total += 1
-    same += a["metrics"] == b["metrics"] and a["predictions"]["sha256"] == b["predictions"]["sha256"]
-print(f"probe results in both: {total}; identical metrics and prediction hashes: {same}")
+
+def last_record(log: Path) -> dict:
+    return json.loads(log.read_text().splitlines()[-1])
+
+
+def compare(fresh: Path, committed: Path) -> list[str]:
+    """'what: differs (...)' for every difference; the counts of what was compared last."""
+    problems, runs, probes = [], 0, 0
+    for log in sorted(committed.rglob("log.jsonl")):
+        rel, other = log.relative_to(committed), fresh / log.relative_to(committed)
+        if not other.exists():
+            problems.append(f"{rel}: missing in the fresh study")
+            continue
+        runs += 1
+        a, b = last_record(log), last_record(other)
+        if diff := [k for k in RUN_KEYS if a.get(k) != b.get(k)]:
+            problems.append(f"{rel}: last line differs in {', '.join(diff)}")
+        ca, cb = (json.loads((p.parent / "config.json").read_text()) for p in (log, other))
+        for key in ("config", "tokenizer_sha256"):
+            if ca[key] != cb[key]:
+                problems.append(f"{rel.parent / 'config.json'}: {key} differs")
+    for path in sorted(committed.rglob("*.json")):
+        rel = path.relative_to(committed)
+        r = json.loads(path.read_text())
+        if not isinstance(r, dict) or "metrics" not in r or "predictions" not in r:
+            continue  # not a probe result
+        if not (fresh / rel).exists():
+            problems.append(f"{rel}: missing in the fresh study")
+            continue
+        probes += 1
+        f = json.loads((fresh / rel).read_text())
+        if f["metrics"] != r["metrics"] or f["predictions"]["sha256"] != r["predictions"]["sha256"]:
+            problems.append(f"{rel}: metrics or per-example predictions differ")
+    return problems + [f"compared: {runs} runs, {probes} probe results"]
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        print("usage: python -m study.fresh_clone_compare FRESH_OUT COMMITTED_OUT", file=sys.stderr)
+        return 2
+    fresh, committed = map(Path, argv)
+    if not committed.is_dir() or not fresh.is_dir():
+        print(f"error: {committed if not committed.is_dir() else fresh} is not a folder",
+              file=sys.stderr)
+        return 2
+    lines = compare(fresh, committed)
+    print("\n".join(lines))
+    print("same bits: yes" if len(lines) == 1 else f"same bits: no ({len(lines) - 1} differences)")
+    return 0 if len(lines) == 1 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 
 import analyze
+import features
 from lib import figures, markdown
 from lib.runs import read_log, wall_time
-from study.arms import CURVE_TASKS, arm_folder, arm_of, parse_arm, random_name
+from study.arms import CURVE_TASKS, arm_folder, arm_of, parse_arm
 
 # The original's published numbers (hybrid, MLM), quoted from the files named in `source`.
 README = "../shared/seeds/000_46df8af9111881c7.txt (the original README)"
@@ -135,7 +136,7 @@ def report(cfg, budget: float, runs: dict, skipped: dict, errors: dict,
            analysis: dict | None) -> str:
     models = {name: arm_of(cfg, name) for name in runs}
     if "random" in cfg.baselines:
-        models.update({random_name(cfg.preset, s)[1]: "random" for s in range(cfg.seeds)})
+        models.update({features.random_encoder(cfg.preset, s)[1]: "random" for s in range(cfg.seeds)})
     groups = {}  # an arm (or random) -> its runs: one column, mean ± sd over its seeds
     for name, arm in models.items():
         groups.setdefault(arm, []).append(name)

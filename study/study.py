@@ -30,7 +30,7 @@ import probe
 from lib import glue
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
 from lib.download import portable
-from study.arms import arm_folder, arm_method, arm_of, arm_status, parse_arm, random_name
+from study.arms import arm_folder, arm_method, arm_of, arm_status, parse_arm
 from study.arms import CURVE_TASKS
 from study.report import report
 
@@ -81,15 +81,17 @@ def train_arms(cfg: StudyConfig, budget: float, errors: dict) -> dict[str, Path]
         mode, lambda_mode = parse_arm(arm)
         for seed in range(cfg.seeds):
             run = Path(cfg.out) / arm_folder(arm, cfg.preset, seed)
-            status = arm_status(run, budget, seed)
-            if status != "done":  # the arm's lambda_mode last: it wins over one in train_args
-                cmd = [sys.executable, str(ROOT / "train.py"), f"--mode={mode}",
-                       f"--preset={cfg.preset}", f"--max_flops={budget:g}", f"--out={run}",
-                       f"--seed={seed}", *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
-                       *([f"--keep_at={','.join(map(str, cfg.curve))}"] if cfg.curve and not seed
-                         else []),
-                       *shlex.split(cfg.train_args),
-                       *([f"--lambda_mode={lambda_mode}"] if lambda_mode else []),
+            # the arm's lambda_mode last: it wins over one in train_args
+            argv = [f"--mode={mode}", f"--preset={cfg.preset}", f"--max_flops={budget:g}",
+                    f"--out={run}", f"--seed={seed}",
+                    *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
+                    *([f"--keep_at={','.join(map(str, cfg.curve))}"] if cfg.curve and not seed
+                      else []),
+                    *shlex.split(cfg.train_args),
+                    *([f"--lambda_mode={lambda_mode}"] if lambda_mode else [])]
+            status = arm_status(run, argv)
+            if status != "done":
+                cmd = [sys.executable, str(ROOT / "train.py"), *argv,
                        *(["--resume"] if status == "unfinished" else [])]
                 shown = shlex.join(cmd).replace(f"{ROOT}/", "")  # no machine paths in logs
                 print(f"paper: training {arm} seed {seed} ({status}): {shown}",
@@ -102,13 +104,14 @@ def train_arms(cfg: StudyConfig, budget: float, errors: dict) -> dict[str, Path]
             finished[run.name] = run
     return finished
 
+
 def probe_jobs(cfg: StudyConfig, runs: list[Path]) -> list[tuple]:
     """(ckpt, result folder, JSON name stems, tasks or None for all) of every arm, baseline and
     learning-curve checkpoint."""
     jobs = [(str(run / "ckpt.pt"), run / "probe", cfg.pools, None) for run in runs]
     if "random" in cfg.baselines:
         jobs += [(ckpt, Path(f"out/{folder}/probe"), cfg.pools, None) for ckpt, folder in
-                 (random_name(cfg.preset, s) for s in range(cfg.seeds))]
+                 (features.random_encoder(cfg.preset, s) for s in range(cfg.seeds))]
     jobs += [(b, Path("out/baselines/probe"), (b,), None) for b in cfg.baselines
              if b in features.BASELINES]
     jobs += [(str(path), path.parent / f"curve-{f:g}", ("mean",), CURVE_TASKS)
@@ -157,7 +160,7 @@ def check_compare(cfg: StudyConfig):
     analyze.check(acfg)
     models = [dict(name=arm_folder(a, cfg.preset, s), method=arm_method(a)) for a in cfg.arms
               for s in range(cfg.seeds)]
-    models += [dict(name=random_name(cfg.preset, s)[1], method="random")
+    models += [dict(name=features.random_encoder(cfg.preset, s)[1], method="random")
                for s in range(cfg.seeds) if "random" in cfg.baselines]
     analyze.resolve_pairs(acfg, models)
 

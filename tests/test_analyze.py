@@ -170,7 +170,7 @@ def test_report_shows_every_number_of_the_json_and_types_none():
 
 
 def test_figures_are_written_when_matplotlib_is_there(tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401 (make test installs requirements-paper.txt: never skipped)
     files = figures.write_figures(fake_analysis(), tmp_path)
     assert "spectrum-sst2.png" in files and all((tmp_path / f).stat().st_size > 0 for f in files)
 
