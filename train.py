@@ -162,6 +162,8 @@ def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) 
             raw, device_ids=[device.index] if cfg.device == "cuda" else None)
     # auto: a compilation that fails (no C++ compiler, say) warns and runs that code eagerly
     torch._dynamo.config.suppress_errors = cfg.compile == "auto"
+    if cfg.compile != "false" and device.type == "cpu":
+        hardware.one_graph_for_dynamic_sums()  # no recompile when the JEPA context grows
     forward = net if cfg.compile == "false" else torch.compile(net)
     return Run(cfg, mcfg, raw, net, forward, opt, device, rank, world, micro, accum)
 

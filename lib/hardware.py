@@ -8,15 +8,20 @@ import torch
 
 
 
-NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets
-    "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H200": 989e12, "B200": 2250e12,
-    "A100": 312e12, "A10": 125e12, "L4": 121e12, "L40": 181e12, "L40S": 362e12,
-    "4090": 165e12, "3090": 71e12}
+NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets (sparse figures halved)
+    "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
+    "H200": 989e12, "H200 NVL": 835e12,     # NVL: the PCIe card (1,671 TF with sparsity)
+    "H800": 989e12, "H800 PCIe": 756e12,    # the H100's export variant: its tensor-core peaks
+    "B200": 2250e12, "A100": 312e12, "A10": 125e12,
+    "A10G": 70e12,                          # AWS's A10 variant (G5 instances): AWS G5
+                                            # documentation; not an A10's 125e12
+    "L4": 121e12, "L40": 181e12, "L40S": 362e12, "4090": 165e12, "3090": 71e12}
 
 
 def nvidia_peak(name: str) -> float:
     """Peak of a device name as torch reports it ("NVIDIA H100 PCIe"): the longest table key in
-    it wins, so an "L40S" is not an "L40" and an "H100 PCIe" is not an SXM "H100"; 0 if unknown."""
+    it wins, so an "L40S" is not an "L40", an "H200 NVL" not an SXM "H200" and an "A10G" not an
+    "A10"; 0 if unknown."""
     return next((NVIDIA_BF16_PEAK[k] for k in sorted(NVIDIA_BF16_PEAK, key=len, reverse=True)
                  if k in name), 0.0)
 
@@ -97,3 +102,30 @@ def compile_since(before: dict, first: dict) -> dict:
     compiled after the first step (whose counters are `first`), 0 in a run of static shapes."""
     now = {k: v - before[k] for k, v in compile_counts().items()}
     return dict(now, recompiles=now["graphs"] - first["graphs"])
+
+
+def one_graph_for_dynamic_sums():
+    """Inductor's C++ backend (torch 2.13, codegen/cpp.py:need_use_acc_helper) picks a chunked
+    accumulation for a float sum by *guarding* on its size: `size > 4096`. Where the size is
+    symbolic, e.g. a bias gradient summed over the batch x the JEPA context (128 x 2..53 tokens in
+    the tiny preset), that guard splits the run's sizes in two graphs: a recompile once the
+    context crosses 32 (docs/performance.md). Here a symbolic-size float sum always takes the
+    chunked (the more accurate) path: one graph for every size. A no-op where that method is
+    not there (another torch); idempotent."""
+    import functools
+    import operator
+
+    import sympy
+    from torch._inductor.codegen import cpp
+    original = getattr(cpp.CppKernel, "need_use_acc_helper", None)
+    if original is None or getattr(original, "one_graph", False):
+        return
+
+    def need_use_acc_helper(self, reduction_type, dtype, use_scalar):
+        if reduction_type == "sum" and dtype == torch.float and self.call_ranges is not None:
+            size = functools.reduce(operator.mul, self.call_ranges[self.reduction_depth:])
+            if not sympy.sympify(size).is_number:
+                return True
+        return original(self, reduction_type, dtype, use_scalar)
+    need_use_acc_helper.one_graph = True
+    cpp.CppKernel.need_use_acc_helper = need_use_acc_helper

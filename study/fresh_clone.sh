@@ -1,17 +1,28 @@
-#!/bin/bash
-# A 1-seed `make paper` from a fresh clone, given the study's tokenizer, then compare with the
-# committed study. Run from the repository root: bash results/tiny-cpu/fresh-1seed/run.sh FOLDER
-# with DATA_DIR (the mirror) set and out/paper/hybrid-tiny/ckpt.pt being the study's seed-0 run.
+#!/usr/bin/env bash
+# Same seed, same bits, from a fresh clone: clone this repository into FOLDER, make a DATA_DIR that
+# links the offline mirror's GLUE, corpus and bert vocab (no prepared tokens, no vocabulary placed
+# by hand: the tiny preset's enwiki vocabulary comes from vocab/), a fresh venv and Inductor cache,
+# run `make paper CORPUS=enwiki` (1 seed), then compare its out/ with the committed study REF
+# (study/fresh_clone_compare.py: weights hashes, losses, configs, every probe result).
+# From the repository root, with DATA_DIR the mirror:
+#   DATA_DIR=../shared/data bash study/fresh_clone.sh "$(mktemp -d)" [results/tiny-cpu-1seed]
+# Without REF (or before it is committed) it only runs the study. ~30 min on a 2-core CPU.
 set -euo pipefail
-D=$(mkdir -p "$1" && cd "$1" && pwd); repo=$(pwd); mirror=$(cd "$DATA_DIR" && pwd)
-mkdir -p "$D/data/tokens/enwiki/wordpiece-8192"
+D=$(mkdir -p "$1" && cd "$1" && pwd)
+REF=${2:-results/tiny-cpu-1seed}
+repo=$(pwd)
+mirror=$(cd "${DATA_DIR:?set DATA_DIR to the offline mirror (../shared/data)}" && pwd)
+mkdir -p "$D/data"
 for x in glue corpus tokenizers; do ln -s "$mirror/$x" "$D/data/$x"; done
-.venv/bin/python -c "import sys, torch; sys.stdout.write(torch.load('out/paper/hybrid-tiny/ckpt.pt',
-    map_location='cpu', weights_only=True)['tokenizer'])" \
-    > "$D/data/tokens/enwiki/wordpiece-8192/tokenizer.json"
 git clone -q "$repo" "$D/p"
 cd "$D/p"
+git log -1 --format='commit %H %cd' > "$D/commit.txt"
 make .venv/.paper-installed > "$D/venv.txt" 2>&1
 DATA_DIR="$D/data" TORCHINDUCTOR_CACHE_DIR="$D/inductor" /usr/bin/time -v make paper CORPUS=enwiki \
     > "$D/paper-stdout.txt" 2> "$D/paper-stderr.txt"
-cd "$repo" && .venv/bin/python results/tiny-cpu/fresh-1seed/compare.py "$D/p/out" out
+cd "$repo"
+if [ -d "$REF/out" ]; then
+  .venv/bin/python -m study.fresh_clone_compare "$D/p/out" "$REF/out" | tee "$D/compare-output.txt"
+else
+  echo "no committed study at $REF/out: nothing to compare; the new study is in $D/p/out"
+fi

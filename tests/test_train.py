@@ -15,6 +15,7 @@ import torch
 
 import config
 import data
+import masks
 from lib import hardware
 import model
 import train
@@ -148,14 +149,33 @@ def default_run(corpus_env, monkeypatch, tmp_path):
 
 
 def assert_same_bits(a: Path, b: Path):
+    """Every entry of the two checkpoints is equal (weights, AdamW state, step, FLOPs, the saved
+    RNG state, the tokenizer, the config but for its folder and --resume), and so are the logs'
+    losses."""
     ca, cb = model.load_checkpoint(a / "ckpt.pt"), model.load_checkpoint(b / "ckpt.pt")
-    assert ca["step"] == cb["step"]
-    for part in ("model", "optimizer"):
-        fa, fb = flat_tensors(ca[part]), flat_tensors(cb[part])
-        assert fa.keys() == fb.keys()
-        for key in fa:
-            assert torch.equal(fa[key], fb[key]), f"{part} {key}"
+    assert ca.keys() == cb.keys()
+    for key in ca:
+        x, y = ca[key], cb[key]
+        if key == "config":
+            x, y = ({k: v for k, v in c.items() if k not in ("out", "resume")} for c in (x, y))
+        fx, fy = flat_tensors(x), flat_tensors(y)
+        assert fx.keys() == fy.keys(), key
+        for k in fx:
+            assert torch.equal(fx[k], fy[k]), f"{key} {k}"
+        assert strip_tensors(x) == strip_tensors(y), key
     assert [r["loss"] for r in read_log(a)] == [r["loss"] for r in read_log(b)]
+    assert read_log(a)[-1]["weights_sha256"] == read_log(b)[-1]["weights_sha256"]
+
+
+def strip_tensors(tree):
+    """The tree with every tensor replaced by its shape: what flat_tensors does not compare."""
+    if isinstance(tree, torch.Tensor):
+        return tuple(tree.shape)
+    if isinstance(tree, dict):
+        return {k: strip_tensors(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [strip_tensors(v) for v in tree]
+    return tree
 
 
 def flat_tensors(tree, prefix="") -> dict:
@@ -326,6 +346,41 @@ def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_c
                            repeats=2)  # mask sizes change every step: still no new graph
     r = bench.bench_mode(bc, "hybrid", {})
     assert r["compiled"] and r["recompiles_after_warmup"] == 0
+
+
+def tiny_shaped_batch(n_ctx: int, n_tgt: int, vocab: int, seed: int) -> dict:
+    """A batch of the tiny preset's shape (128 rows of 64 tokens) with the given JEPA sizes."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(5, vocab, (128, 64), generator=g)
+    corrupted, mlm_pos, mlm_labels = masks.mlm_corrupt(tokens, [0, 1, 2, 3, 4], 4, vocab,
+                                                        masks.step_generator(seed, 0))
+    pick = [torch.randperm(62, generator=g)[:n_ctx + n_tgt] + 1 for _ in range(128)]
+    return dict(tokens=tokens, corrupted=corrupted, mlm_pos=mlm_pos, mlm_labels=mlm_labels,
+                context_idx=torch.stack([p[:n_ctx].sort().values for p in pick]),
+                target_idx=torch.stack([p[n_ctx:].sort().values for p in pick]))
+
+
+def test_one_compiled_graph_at_the_tiny_presets_shapes_whatever_the_context_size():
+    """Inductor itself (not aot_eager), the tiny preset's batch of 128 x 64: a JEPA context of 30
+    and then 40 tokens (128 x context crosses 4096, where Inductor's C++ backend guarded a float
+    sum's size and so compiled a second graph) runs in the graph the first step compiled. The
+    widths are small so that compiling takes seconds: the guard depends on the sizes only."""
+    torch._dynamo.reset()
+    mcfg = model.ModelConfig(vocab_size=300, seq_len=64, d_model=32, n_layers=1, n_heads=2,
+                             pred_dim=16, pred_depth=1)
+    cfg, _, _ = config.resolve_config(["--mode=jepa", "--compile=true", "--dtype=float32",
+                                       "--seq_len=64", "--d_model=32", "--n_layers=1",
+                                       "--n_heads=2", "--pred_dim=16", "--pred_depth=1",
+                                       "--batch_size=128"], cuda=False)
+    run = train.build_run(cfg, mcfg.vocab_size)  # what train.py compiles, as it compiles it
+    graphs = []
+    for step, n_ctx in enumerate((30, 40)):
+        train.train_step(run, tiny_shaped_batch(n_ctx, 14 + 2 * step, mcfg.vocab_size, step),
+                         step, 10)
+        graphs.append(hardware.compile_counts()["graphs"])
+    torch.use_deterministic_algorithms(False)
+    torch._dynamo.reset()
+    assert graphs[0] >= 1 and graphs == [graphs[0]] * 2, f"graphs after each step: {graphs}"
 
 
 def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monkeypatch, capsys):
