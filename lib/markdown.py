@@ -21,6 +21,15 @@ def with_ci(m: dict | None) -> str:
     return fmt(m["value"]) + (f" [{fmt(m['ci'][0])}, {fmt(m['ci'][1])}]" if m.get("ci") else "")
 
 
+def code_cell(conf: dict) -> str:
+    """The code a run was made with, from its config.json: the commit, and whether the tree had
+    uncommitted changes (with their hash)."""
+    commit = (conf.get("git") or "unknown")[:7]
+    if "git_dirty" not in conf:
+        return f"{commit} (uncommitted changes: not recorded)"
+    return commit + (f" + uncommitted diff {conf['git_diff_sha256']}" if conf["git_dirty"] else "")
+
+
 def table_head(columns) -> list[str]:
     """A markdown table's header and rule lines."""
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]

@@ -154,7 +154,8 @@ def report(cfg, budget: float, runs: dict, skipped: dict, errors: dict,
     lines += [f"- **failed** {k}: {why}" for k, why in errors.items()]
     lines += ["", "## Pre-training at equal compute", "",
               *markdown.table_head(["arm", "steps (planned)", "FLOPs", "tokens", "wall time",
-                             "lambda_mode", "lambda along training", "final loss", "source"])]
+                                    "lambda_mode", "lambda along training", "final loss", "code",
+                                    "source"])]
     for name, run in runs.items():
         arm = arm_of(cfg, name)
         log, conf = read_log(run), json.loads((run / "config.json").read_text())
@@ -166,7 +167,8 @@ def report(cfg, budget: float, runs: dict, skipped: dict, errors: dict,
         lines.append(f"| {run.name} | {last['step']:,} ({conf['planned_steps']:,}) | "
                      f"{last['flops']:.3e} | {last['tokens']:,} | {wall_time(log) / 60:.1f} min | "
                      f"{conf['config']['lambda_mode'] if hybrid else '-'} | {lam} | "
-                     f"{last['loss']:.4f} | {run / 'log.jsonl'}, {run / 'config.json'} |")
+                     f"{last['loss']:.4f} | {markdown.code_cell(conf)} | "
+                     f"{run / 'log.jsonl'}, {run / 'config.json'} |")
     lines += markdown.trajectory({name: read_log(run) for name, run in runs.items()})
     curve, points = learning_curve(cfg, runs, analysis)
     figs = figures.paper_figures({n: read_log(r) for n, r in runs.items()}, points, analysis, groups,
