@@ -33,16 +33,16 @@ import numpy as np  # noqa: E402
 
 import data  # noqa: E402
 import features  # noqa: E402
-from lib import figures  # noqa: E402
 import probe  # noqa: E402
-from lib import provenance  # noqa: E402
-from lib import markdown  # noqa: E402
-from lib import stats  # noqa: E402
-from lib import glue  # noqa: E402
-from lib.compare import num, rounded  # noqa: E402
 from lib import compare  # noqa: E402
-from lib.download import portable  # noqa: E402
+from lib import figures  # noqa: E402
+from lib import glue  # noqa: E402
+from lib import markdown  # noqa: E402
+from lib import provenance  # noqa: E402
+from lib import stats  # noqa: E402
 from lib.cli import UserError, atomic_write, parse_flags, run_cli  # noqa: E402
+from lib.compare import num, rounded  # noqa: E402
+from lib.download import portable  # noqa: E402
 
 
 @dataclass
@@ -147,7 +147,8 @@ def per_example(rows: dict) -> dict:
     an example does not count): the ones the sign-flip test applies to."""
     if rows["v"] is None:
         return {}
-    return dict(alignment=np.where(rows["positive"], stats.pair_sq_dist(rows["x"], rows["v"]), np.nan))
+    return dict(alignment=np.where(rows["positive"], stats.pair_sq_dist(rows["x"], rows["v"]),
+                                   np.nan))
 
 
 # ----------------------------------------------------------------------------- lexical probe
@@ -291,8 +292,8 @@ def semantic(r: dict, task: str, pool: str, gold: np.ndarray, idx: np.ndarray) -
     if preds.shape[1] != len(gold):
         raise UserError(f"{r['file']}: {preds.shape[1]} dev predictions for {len(gold)} dev "
                         "examples; delete it and run again")
-    return dict(value=100 * stats.seed_mean(fn, preds, gold), boots=100 * stats.seed_mean(fn, preds, gold,
-                                                                                   idx),
+    return dict(value=100 * stats.seed_mean(fn, preds, gold),
+                boots=100 * stats.seed_mean(fn, preds, gold, idx),
                 per_example=100 * (preds == gold).mean(0) if fn is stats.accuracy else None)
 
 
@@ -327,11 +328,13 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
     result["tasks"][task] = dict(split=dev_split, n=n, n_dev=len(dev),
                                  lexical_tokens=[tok.id_to_token(int(i)) for i in vocab],
                                  lexical_majority_f1=num(stats.micro_f1(majority, Y)[0]))
-    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits) for k in features.BASELINES}
+    base = result["baselines"][task] = {k: baseline(cfg, task, k, splits)
+                                        for k in features.BASELINES}
     # the same resamples for every model: paired. The semantic probe's: of its own split
     W = np.vstack([np.ones(n), stats.resample_counts(n, cfg.bootstrap, [cfg.seed, 1])])
     gold = {s: probe.labels(splits[s]) for s in glue.TASKS[task].dev_splits}
-    dev_idx = {s: stats.resample_indices(len(g), cfg.bootstrap, [cfg.seed, 4]) for s, g in gold.items()}
+    dev_idx = {s: stats.resample_indices(len(g), cfg.bootstrap, [cfg.seed, 4])
+               for s, g in gold.items()}
     primary_split = next(s for name, s, _, _ in probe.metric_specs(task) if name == PRIMARY[task])
     for pool in cfg.pools:
         values, examples = {}, {}
@@ -386,9 +389,10 @@ def settings(cfg, models, sources, splits: dict) -> dict:
                 probes[b["file"]] = provenance.file_hash(Path(b["file"]))
     flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "figures")}
     return json.loads(json.dumps(dict(
-        flags=flags, code=provenance.code_version(__file__), weights={m["name"]: sources[m["name"]].key
-                                                         for m in models},
-        data={t: {s: provenance.content_hash(e) for s, e in sp.items()} for t, sp in splits.items()},
+        flags=flags, code=provenance.code_version(__file__),
+        weights={m["name"]: sources[m["name"]].key for m in models},
+        data={t: {s: provenance.content_hash(e) for s, e in sp.items()}
+              for t, sp in splits.items()},
         probes=probes)))
 
 
@@ -436,7 +440,8 @@ def analyze(cfg: AnalyzeConfig, reuse: bool = False) -> dict:
 
 
 def check(cfg: AnalyzeConfig):
-    for kind, names, valid in (("tasks", cfg.tasks, glue.TASKS), ("pools", cfg.pools, features.POOLS)):
+    for kind, names, valid in (("tasks", cfg.tasks, glue.TASKS),
+                               ("pools", cfg.pools, features.POOLS)):
         if not names or any(n not in valid for n in names):
             raise UserError(f"--{kind}={','.join(names)}: expected one or more of "
                             f"{', '.join(valid)} (comma-separated)")

@@ -21,12 +21,12 @@ from lib.cli import UserError, atomic_write, parse_flags, run_cli
 from lib.download import data_dir, download, exclusive, fetch_archive, progress
 from lib.glue import glue_summary
 
-
 # ----------------------------------------------------------------------------- tokenizers
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 VOCAB_URL = "https://huggingface.co/bert-base-uncased/resolve/main/vocab.txt"
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+BERT_SPECIAL_IDS = dict(pad=0, unk=100, cls=101, sep=102, mask=103)  # its special_ids()
 
 
 def _bert_pipeline(model: models.WordPiece) -> Tokenizer:

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 import data
 import model
-from lib import glue, provenance
+from lib import glue, hardware, provenance
 from lib.cli import UserError, atomic_write
 
 BASELINES = ("majority", "bow")
@@ -107,15 +107,10 @@ def random_recipe(cfg):
         ckpt = model.load_checkpoint(cfg.random_like)
         mcfg = model.ModelConfig(**dict(ckpt["model_config"], mode="mlm"))
         return mcfg, Tokenizer.from_str(ckpt["tokenizer"]), "like"
-    from config import PRESETS
-    if cfg.preset not in PRESETS:
-        raise UserError(f"--preset={cfg.preset}: expected one of {', '.join(PRESETS)}")
-    p = PRESETS[cfg.preset]
-    tok = data.load_tokenizer(p["tokenizer"], p["corpus"])
-    sizes = {k: p[k] for k in ("d_model", "n_layers", "n_heads", "pred_dim", "pred_depth")}
-    mcfg = model.ModelConfig(vocab_size=tok.get_vocab_size(), mode="mlm",
-                         seq_len=p.get("seq_len", 128), **sizes)
-    return mcfg, tok, cfg.preset
+    import config  # the preset's architecture, resolved as train.py resolves it
+    tcfg = config.resolve_config([f"--preset={cfg.preset}", "--mode=mlm"], cuda=False)[0]
+    tok = data.load_tokenizer(tcfg.tokenizer, tcfg.corpus)
+    return config.model_config(tcfg, tok.get_vocab_size()), tok, cfg.preset
 
 
 def content_ids(tok, texts: list[str], max_len: int = MAX_LEN) -> list[list[int]]:
@@ -153,7 +148,7 @@ def encode(source: Source, ids: list[list[int]], kinds, batch_size: int, token_r
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first: peak RAM early
     pooled_kinds = [k for k in kinds if k != "tokens"]
     out = {k: [None] * len(seqs) for k in pooled_kinds}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=source.dtype == "bfloat16")
+    autocast = hardware.autocast(source.device, source.dtype)
     for lo in range(0, len(order), batch_size):
         batch = order[lo:lo + batch_size]
         x = pad_sequence([torch.tensor(seqs[i]) for i in batch], True, sp["pad"])  # (B, T)

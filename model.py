@@ -245,9 +245,10 @@ class PredictReconstruct(nn.Module):
         return rel * init[1] / (rel * init[1] + (1 - rel) * init[0])
 
     def loss_balanced(self, loss_jepa, loss_mlm):
-        """lambda_mode=balanced -> (loss, lam, lam_rel): the weight w *ascends* an entropy-regularised
-        mix of the two losses' fractions still left, r_i = L_i / L_i(0), so lam settles at
-        sigmoid((r_J - r_M) / tau). Derivation and the alternatives rejected: docs/lambda.md."""
+        """lambda_mode=balanced -> (loss, lam, lam_rel): the weight w *ascends* an
+        entropy-regularised mix of the two losses' fractions still left, r_i = L_i / L_i(0), so
+        lam settles at sigmoid((r_J - r_M) / tau). Derivation and the alternatives rejected:
+        docs/lambda.md."""
         raw = torch.stack([loss_jepa, loss_mlm]).float()
         init = torch.where(self.loss_init > 0, self.loss_init, raw.detach())
         r = raw / init
@@ -375,6 +376,7 @@ def load_encoder(ckpt_path, which: str = "online"):
     """The frozen encoder of a checkpoint for probes and analysis -> (encoder, tokenizer, config).
     which = online (the trained encoder) or target (its EMA copy; hybrid and jepa runs only)."""
     from tokenizers import Tokenizer
+
     from lib.cli import UserError
     if which not in ("online", "target"):
         raise UserError(f"encoder {which!r}: expected online or target")
@@ -387,4 +389,5 @@ def load_encoder(ckpt_path, which: str = "online"):
                         "use --encoder=online")
     encoder = Encoder(mcfg)
     encoder.load_state_dict(state)
-    return encoder.eval().requires_grad_(False), Tokenizer.from_str(ckpt["tokenizer"]), ckpt["config"]
+    return (encoder.eval().requires_grad_(False), Tokenizer.from_str(ckpt["tokenizer"]),
+            ckpt["config"])

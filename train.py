@@ -34,8 +34,7 @@ from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
 from lib import hardware
 from lib.cli import UserError, atomic_write, make_folder, run_cli
 from lib.download import data_dir
-from lib.runs import (Prefetcher, code_state, keep_copy, open_log, save_checkpoint,
-                      weights_sha256)
+from lib.runs import Prefetcher, code_state, keep_copy, open_log, save_checkpoint, weights_sha256
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
 
@@ -135,8 +134,7 @@ class Run:
         return self.forward is not self.net
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.cfg.dtype == "bfloat16")
+        return hardware.autocast(self.device.type, self.cfg.dtype)
 
 
 def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:

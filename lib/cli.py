@@ -33,7 +33,8 @@ def _parse_value(key: str, text: str, typ):
         raise UserError(f"--{key}={text}: expected a boolean (true/false)")
     if typ is int:
         try:
-            return int(float(text)) if "e" in text.lower() and float(text).is_integer() else int(text)
+            return (int(float(text)) if "e" in text.lower() and float(text).is_integer()
+                    else int(text))
         except ValueError:
             raise UserError(f"--{key}={text}: expected an integer") from None
     if typ is float:
@@ -114,8 +115,8 @@ def atomic_write(path, write_fn, mode: str = "wb", keep_previous=None, what: str
 
 
 def cannot_write(path, e: OSError, what: str = "") -> UserError:
-    return UserError(f"could not write {what}{path}: {e.strerror or e}; free space, fix the folder's "
-                     "permissions or choose another output folder")
+    return UserError(f"could not write {what}{path}: {e.strerror or e}; free space, fix the "
+                     "folder's permissions or choose another output folder")
 
 
 def make_folder(path) -> Path:

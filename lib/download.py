@@ -17,7 +17,6 @@ import requests
 from lib.cli import UserError
 
 
-
 def data_dir() -> Path:
     """Where downloads and prepared files live: $DATA_DIR, else ~/.cache/predict-reconstruct."""
     return Path(os.environ.get("DATA_DIR") or "~/.cache/predict-reconstruct").expanduser()

@@ -6,8 +6,6 @@ import time
 
 import torch
 
-
-
 NVIDIA_BF16_PEAK = {  # dense bf16 FLOP/s from NVIDIA's datasheets (sparse figures halved)
     "H100": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
     "H200": 989e12, "H200 NVL": 835e12,     # NVL: the PCIe card (1,671 TF with sparsity)
@@ -43,6 +41,12 @@ def device_peak_flops(device: str, dtype: str) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * 1024 ** 3 / best
+
+
+def autocast(device_type: str, dtype: str):
+    """The forward's precision, set up one way for every stage: bf16 autocast when dtype is
+    bfloat16, else a no-op (fp32)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 def mfu(flops: float, seconds: float, peak: float) -> float:

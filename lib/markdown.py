@@ -53,8 +53,8 @@ def tests_text(r: dict) -> list[str]:
     lines = [f"- **{k}** test, {v}" for k, v in r["tests"].items()]
     for p in r["pairs"]:
         text = (f"- **{p['label']}**: {p['family']} tests ({', '.join(p['tests'])}), adjusted by "
-                f"{stats.ADJUST_NAMES[p['correction']]}; significant = adjusted p < {p['alpha']:g}; "
-                "`consistent` = significant in every cell, in one direction.")
+                f"{stats.ADJUST_NAMES[p['correction']]}; significant = adjusted p < "
+                f"{p['alpha']:g}; `consistent` = significant in every cell, in one direction.")
         if p["threshold"]:
             text += (f" Holm's smallest threshold: {p['alpha']:g}/{p['family']} = "
                      f"{p['threshold']:.2g}")

@@ -3,8 +3,9 @@
 A result file (a probe's JSON, analysis.json) records `settings`: everything it depends on (flags,
 hashes of the weights, of the data and of the code). A re-run reuses it only when those equal the
 settings it would use now, and otherwise says which differ and makes it again. probe.py,
-analyze.py and study/study.py use this; probe results keep their per-example dev predictions (per probe
-seed) in a sidecar .npz whose hash the JSON records, for the paired tests of analyze.py.
+analyze.py and study/study.py use this; probe results keep their per-example dev predictions
+(per probe seed) in a sidecar .npz whose hash the JSON records, for the paired tests of
+analyze.py.
 """
 import ast
 import functools

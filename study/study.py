@@ -30,8 +30,7 @@ import probe
 from lib import glue
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
 from lib.download import portable
-from study.arms import arm_folder, arm_method, arm_of, arm_status, parse_arm
-from study.arms import CURVE_TASKS
+from study.arms import CURVE_TASKS, arm_folder, arm_method, arm_of, arm_status, parse_arm
 from study.report import report
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
@@ -131,9 +130,10 @@ def probe_all(cfg: StudyConfig, runs: list[Path], tasks: list, errors: dict):
     like = str(runs[0] / "ckpt.pt") if runs else ""  # the random encoders' architecture
     for ckpt, folder, stems, only in probe_jobs(cfg, runs):
         for task in [t for t in tasks if only is None or t in only]:
-            pcfg = probe.ProbeConfig(task=(task,), ckpt=ckpt, pool=tuple(stems) if ckpt not in
-                                 features.BASELINES else ("mean",), preset=cfg.preset, out=str(folder),
-                                 random_like=like if ckpt.startswith("random") else "")
+            pcfg = probe.ProbeConfig(task=(task,), ckpt=ckpt,
+                                     pool=tuple(stems) if ckpt not in features.BASELINES
+                                     else ("mean",), preset=cfg.preset, out=str(folder),
+                                     random_like=like if ckpt.startswith("random") else "")
             try:
                 probe.run_probe(parse_flags(shlex.split(cfg.probe_args), pcfg)[0], reuse=True)
             except UserError as e:
@@ -141,15 +141,16 @@ def probe_all(cfg: StudyConfig, runs: list[Path], tasks: list, errors: dict):
 
 
 def analysis_config(cfg: StudyConfig, runs: list[Path], tasks: list) -> analyze.AnalyzeConfig:
-    return analyze.AnalyzeConfig(runs=tuple(str(r) for r in runs), tasks=tuple(tasks), pools=cfg.pools,
-                           random="random" in cfg.baselines, random_seeds=cfg.seeds,
-                           preset=cfg.preset, n=cfg.n,
-                           probe_args=cfg.probe_args, bootstrap=cfg.bootstrap,
-                           permutations=cfg.permutations,
-                           compare=cfg.compare or default_compare(
-                               cfg, dict.fromkeys(arm_of(cfg, r.name) for r in runs) if runs
-                               else cfg.arms),
-                           correction=cfg.correction, out=str(Path(cfg.out) / "analysis"))
+    return analyze.AnalyzeConfig(runs=tuple(str(r) for r in runs), tasks=tuple(tasks),
+                                 pools=cfg.pools,
+                                 random="random" in cfg.baselines, random_seeds=cfg.seeds,
+                                 preset=cfg.preset, n=cfg.n,
+                                 probe_args=cfg.probe_args, bootstrap=cfg.bootstrap,
+                                 permutations=cfg.permutations,
+                                 compare=cfg.compare or default_compare(
+                                     cfg, dict.fromkeys(arm_of(cfg, r.name) for r in runs) if runs
+                                     else cfg.arms),
+                                 correction=cfg.correction, out=str(Path(cfg.out) / "analysis"))
 
 # ----------------------------------------------------------------------------- main
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import cli  # noqa: E402
 import train  # noqa: E402
+from lib import cli  # noqa: E402
 
 real_save = torch.save
 

@@ -8,15 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
-
-import lib.download
-from lib import compare
 from probe_fixtures import bert_random_like, save_checkpoint, write_glue
 
 import analyze
-from lib import markdown
-from lib import figures
-from lib import stats
+import lib.download
+from lib import compare, figures, markdown, stats
 
 # ----------------------------------------------------------------------------- closed forms
 
@@ -92,7 +88,8 @@ def test_a_weighted_set_equals_its_examples_repeated():
     w = rng.integers(1, 4, 40).astype(float)
     rep = np.repeat(np.arange(40), w.astype(int))
     for metric in ("spectral_entropy", "effective_rank", "rankme"):
-        assert stats.spectral(x, w[None])[metric][0] == pytest.approx(stats.spectral(x[rep])[metric][0])
+        assert stats.spectral(x, w[None])[metric][0] == pytest.approx(
+            stats.spectral(x[rep])[metric][0])
     assert stats.auc(scores, Y, w[None])[0] == pytest.approx(stats.auc(scores[rep], Y[rep])[0])
     assert stats.micro_f1(scores > 0, Y, w[None])[0] == pytest.approx(
         stats.micro_f1(scores[rep] > 0, Y[rep])[0])
@@ -124,7 +121,8 @@ def fake_analysis() -> dict:
     compare.adjust(comps, [pair], "holm")  # sets the pair's family and tests
     base = dict(metric="acc", value=51.2345, ci=[47.1, 55.3], file="out/baselines/probe/x.json")
     return dict(config=dict(pools=["mean", "max"]), definitions=analyze.DEFINITIONS,
-                statistics=analyze.STATISTICS, tests=analyze.TESTS, pairs=[compare.pair_summary(cfg, pair, analyze.ALPHA)],
+                statistics=analyze.STATISTICS, tests=analyze.TESTS,
+                pairs=[compare.pair_summary(cfg, pair, analyze.ALPHA)],
                 models=[dict(name=n, method=mo, ckpt=f"{n}/ckpt.pt", d=8, probe_dir=f"{n}/probe")
                         for n, mo in (("hyb", "hybrid"), ("mlm", "mlm"),
                                       ("random-tiny", "random"))],
@@ -133,8 +131,8 @@ def fake_analysis() -> dict:
                 skipped=dict(mnli="no data"), baselines=dict(sst2=dict(
                     majority=base, bow=dict(base, value=77.7777, ci=[70.01, 80.02]))),
                 cells=cells, comparisons=comps,
-                consistency={pair["label"]: compare.consistency(comps, pair["label"], analyze.METRICS,
-                                                                    analyze.ALPHA)})
+                consistency={pair["label"]: compare.consistency(comps, pair["label"],
+                                                                analyze.METRICS, analyze.ALPHA)})
 
 
 def numbers(obj):
@@ -251,10 +249,10 @@ def test_an_analysis_made_with_other_settings_is_not_reused_and_says_why(runs, t
     run_analysis(runs, tmp_path / "a", reuse=True)
     assert "reused (made with these settings)" in capsys.readouterr().err
     assert (tmp_path / "a" / "analysis.json").stat().st_mtime_ns == stamp
-    cfg = analyze.AnalyzeConfig(runs=tuple(runs), tasks=("sst2",), pools=("mean",), random=False, n=25,
-                          lex_k=10, lex_train=60, bootstrap=30, permutations=30,
-                          out=str(tmp_path / "a"), figures=False,
-                          probe_args="--max_iter=31 --l2_grid=1e-2,1")
+    cfg = analyze.AnalyzeConfig(runs=tuple(runs), tasks=("sst2",), pools=("mean",), random=False,
+                                n=25, lex_k=10, lex_train=60, bootstrap=30, permutations=30,
+                                out=str(tmp_path / "a"), figures=False,
+                                probe_args="--max_iter=31 --l2_grid=1e-2,1")
     analyze.analyze(cfg, reuse=True)
     err = capsys.readouterr().err
     assert "not reused: made with other settings (flags.max_iter: 30 -> 31)" in err  # the probes

@@ -22,7 +22,8 @@ def test_mfu_is_achieved_flops_over_peak():
 
 
 def test_quick_bench_reports_every_field():
-    out = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--compile=false", "--json"],
+    out = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--compile=false",
+                          "--json"],
                          cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

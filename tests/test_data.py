@@ -12,8 +12,8 @@ import pytest
 
 import data
 from lib import glue
-from lib.download import data_dir
 from lib.cli import UserError
+from lib.download import data_dir
 
 
 def write(path, text: str | bytes):
@@ -424,3 +424,9 @@ def test_resuming_at_step_k_continues_the_same_sequence():
 def test_fewer_rows_than_a_batch_is_a_user_error():
     with pytest.raises(UserError, match="only 3 rows for a batch of 4"):
         data.batch_rows(np.zeros((3, 8)), 0, 4, seed=0)
+
+
+def test_the_bert_special_ids_are_those_of_the_bert_vocabulary(mirror, monkeypatch):
+    """tools/bench.py builds rows with data.BERT_SPECIAL_IDS without loading the vocabulary."""
+    monkeypatch.setenv("DATA_DIR", str(mirror))
+    assert data.special_ids(data.load_tokenizer("bert-base-uncased")) == data.BERT_SPECIAL_IDS

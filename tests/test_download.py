@@ -8,9 +8,8 @@ import zipfile
 import pytest
 
 import lib.download
-
-from lib.download import download, fetch_archive
 from lib.cli import UserError
+from lib.download import download, fetch_archive
 
 FILES = {"Toy/train.tsv": "sentence\tlabel\nfine \t1\n", "Toy/dev.tsv": "sentence\tlabel\nbad\t0\n"}
 EXPECT = ["glue/Toy/train.tsv", "glue/Toy/dev.tsv"]

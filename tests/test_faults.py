@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import TINY_ARGS, write_corpus
 
 import model
 from lib.cli import UserError
-from synthetic import TINY_ARGS, write_corpus
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[1]

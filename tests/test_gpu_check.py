@@ -37,7 +37,8 @@ def test_the_test_session_pins_the_cpu():
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == "", "conftest.py sets it unless GPU_TESTS=1"
     assert not torch.cuda.is_available()
     child = subprocess.run([sys.executable, "-c", "import os; print(repr(os.environ.get("
-                            "'CUDA_VISIBLE_DEVICES')))"], capture_output=True, text=True, timeout=60)
+                            "'CUDA_VISIBLE_DEVICES')))"],
+                           capture_output=True, text=True, timeout=60)
     assert child.stdout.strip() == "''"
 
 
@@ -84,7 +85,7 @@ def test_without_cuda_the_cli_runs_the_cpu_halves_and_skips_the_cuda_ones(tmp_pa
         gpu_check.main(["--checks=flash"])
 
 
-# ----------------------------------------------------------------------------- each check's CPU half
+# ---------------------------------------------------------------------------- each check's CPU half
 
 def test_the_bench_check_runs_every_mode_on_cpu():
     results = gpu_check.check_bench(gpu_check.CheckConfig(), "cpu")

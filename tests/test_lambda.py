@@ -13,16 +13,14 @@ import torch
 import torch.nn as nn
 from synthetic import TINY_ARGS
 from test_paper import flags, train_in_process  # noqa: F401 (a fixture)
-from test_train import (ROOT, corpus_env, crash_at, light_compile, read_log,  # noqa: F401
-                        run_train)
+from test_train import ROOT, corpus_env, crash_at, light_compile, read_log, run_train  # noqa: F401
 
 import model
-from lib import figures, markdown
-from lib.runs import read_log
-from study import arms
-from study import study
 import train
+from lib import figures, markdown
 from lib.cli import UserError
+from lib.runs import read_log
+from study import arms, study
 
 
 def weighting(lambda_mode):

@@ -8,18 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import lib.download
-import probe
-from lib import markdown
-from lib.runs import wall_time
 import torch
 from probe_fixtures import write_glue
 from synthetic import TINY_ARGS, write_corpus
 
-from study import study
+import lib.download
+import probe
 import train
+from lib import markdown
 from lib.cli import UserError
+from lib.runs import wall_time
+from study import study
 
 BUDGET = 2e9  # FLOPs per arm: ~20 MLM steps, ~9 hybrid steps of the tiny test model
 
@@ -79,14 +78,16 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
         assert f"out/paper/{arm}-tiny/log.jsonl" in report
         last = log[-1]  # the trajectory table ends at the last logged step
         assert f"| {arm}-tiny | {last['step']:,} | {last['loss']:.4f} |" in report
-        row = next(r for r in report.splitlines() if r.startswith(f"| {arm}-tiny | {last['step']:,} ("))
+        row = next(r for r in report.splitlines()
+                   if r.startswith(f"| {arm}-tiny | {last['step']:,} ("))
         assert f" | {last['flops']:.3e} | {last['tokens']:,} | " in row  # from its log
         assert f" | {markdown.code_cell(conf)} | " in row and conf["git"][:7] in row  # the code
     # the probe table's numbers are the probe JSONs' (value [95% CI]), arm by arm
     row = next(r for r in report.splitlines() if r.startswith("| sst2 | acc | ours | mean | "))
     for arm, cell in zip(("hybrid", "mlm"), row.split(" | ")[4:]):
         r = json.loads((out / f"{arm}-tiny/probe/sst2-mean.json").read_text())
-        assert cell == f"{r['metrics']['acc']:.3f} [{r['ci']['acc'][0]:.3f}, {r['ci']['acc'][1]:.3f}]"
+        assert cell == (f"{r['metrics']['acc']:.3f} [{r['ci']['acc'][0]:.3f}, "
+                        f"{r['ci']['acc'][1]:.3f}]")
     assert (tmp_path / "out/baselines/probe/sst2-majority.json").exists()
     analysis = json.loads((out / "analysis/analysis.json").read_text())
     assert [(p["a"], p["b"]) for p in analysis["pairs"]] == [(["hybrid-tiny"], ["mlm-tiny"])]

@@ -7,21 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import lib.download
 import scipy.stats
 import torch
+from probe_fixtures import bert_random_like, make_tokenizer, save_checkpoint, sst2_rows, write_glue
 
 import features
+import lib.download
 import model
 import probe
 from features import open_source
-from lib import provenance
-from lib import stats
-from lib.glue import Example
+from lib import provenance, stats
 from lib.cli import UserError, parse_flags
-from probe_fixtures import (bert_random_like, make_tokenizer, save_checkpoint, sst2_rows,
-                            write_glue)
+from lib.glue import Example
 
 FAST = ["--max_iter=50", "--bootstrap=200", "--l2_grid=1e-3,1e-1,10"]
 
@@ -202,9 +199,10 @@ def test_majority_reproduces_the_class_prior(tmp_path):
 
 def test_bow_beats_majority_when_one_word_decides(tmp_path):
     splits, cfg = sst2_splits(), probe.ProbeConfig(bow_vocab=50)
-    bow = probe.probe_task(cfg, features.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
-                       splits)
-    majority = probe.probe_task(cfg, features.Source("majority", "majority", tmp_path), "sst2", "-", splits)
+    bow = probe.probe_task(cfg, features.Source("bow", "bow", tmp_path, tok=make_tokenizer()),
+                           "sst2", "-", splits)
+    majority = probe.probe_task(cfg, features.Source("majority", "majority", tmp_path), "sst2",
+                                "-", splits)
     assert bow["metrics"]["acc"] > 95 > majority["metrics"]["acc"] + 20
 
 
@@ -279,8 +277,8 @@ def test_a_grid_edge_is_extended_and_recorded(tmp_path):
     tried = fitted["l2_tried"]
     assert tried[:2] == [1e-4, 1e-3] and len(tried) > 2 and min(tried) == 1e-4  # went upward
     assert fitted["l2"] not in (min(tried), max(tried)) or len(tried) == 2 + cfg.l2_extend
-    r = probe.probe_task(cfg, features.Source("bow", "bow", tmp_path, tok=make_tokenizer()), "sst2", "-",
-                     sst2_splits())
+    r = probe.probe_task(cfg, features.Source("bow", "bow", tmp_path, tok=make_tokenizer()),
+                         "sst2", "-", sst2_splits())
     assert r["l2_tried"][0] == sorted(r["l2_tried"][0]) and len(r["l2_tried"][0]) >= 2
     assert r["l2_on_edge"] == [r["l2"][0] in (min(r["l2_tried"][0]), max(r["l2_tried"][0]))]
 
@@ -299,7 +297,8 @@ def test_end_to_end_cli_writes_json_and_summary(fake, capsys):
         assert saved["metrics"] == r["metrics"]
     assert set(lines[2]["metrics"]) == {"pearson", "spearman", "cos_spearman"}  # max: zero-shot
     assert "cos_spearman_trained_pooler" in lines[3]["metrics"]  # attention: fitted on STS-B
-    dev = provenance.load_predictions(dict(lines[3], file=str(fake.parent / "probe" / "stsb-attn.json")))
+    dev = provenance.load_predictions(
+        dict(lines[3], file=str(fake.parent / "probe" / "stsb-attn.json")))
     assert dev["dev"]["pred"].shape == dev["dev"]["cos"].shape == (1, 24)  # (seeds, dev)
     assert set(lines[4]["metrics"]) == {"f1", "acc"}
     summary = (fake.parent / "probe" / "summary.md").read_text()

@@ -6,9 +6,9 @@ import json
 import pytest
 from synthetic import TINY_ARGS, write_corpus
 
-from study import recipe_search
 import train
 from lib.cli import UserError
+from study import recipe_search
 
 
 @pytest.fixture
@@ -24,11 +24,13 @@ def runs(tmp_path, monkeypatch):
 
 
 def test_validation_loss_is_fixed_and_falls_with_training(runs):
-    short, longer = runs("short", "--mode=mlm", "--max_steps=2"), runs("long", "--mode=mlm",
-                                                                        "--max_steps=40")
-    a, b = recipe_search.validation_loss(short / "ckpt.pt"), recipe_search.validation_loss(short / "ckpt.pt")
+    short, longer = (runs("short", "--mode=mlm", "--max_steps=2"),
+                     runs("long", "--mode=mlm", "--max_steps=40"))
+    a, b = (recipe_search.validation_loss(short / "ckpt.pt"),
+            recipe_search.validation_loss(short / "ckpt.pt"))
     assert a == b and a["val_rows"] > 0 and a["val_masked"] > 0
-    assert recipe_search.validation_loss(longer / "ckpt.pt")["val_mlm_loss"] < a["val_mlm_loss"] - 0.5
+    assert (recipe_search.validation_loss(longer / "ckpt.pt")["val_mlm_loss"]
+            < a["val_mlm_loss"] - 0.5)
     jepa = runs("jepa", "--mode=jepa", "--max_steps=2")
     with pytest.raises(UserError, match="a jepa run has no MLM head"):
         recipe_search.validation_loss(jepa / "ckpt.pt")
@@ -42,7 +44,8 @@ def test_the_table_names_the_winner_by_the_rule(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(dict(
             base, name=name, heldout=dict(sst2=sst2, stsb=stsb),
             selection_score=(sst2 + stsb) / 2)))
-    rows = [line for line in recipe_search.table(tmp_path).splitlines() if line.startswith("| ")][1:]
+    rows = [line for line in recipe_search.table(tmp_path).splitlines()
+            if line.startswith("| ")][1:]
     assert [r.split(" | ")[0] for r in rows] == ["| b **(winner)**", "| a", "| c"]
     with pytest.raises(UserError, match="no run JSONs"):
         recipe_search.table(tmp_path / "empty")

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthetic import TINY_ARGS, write_corpus
+from test_paper import train_in_process
 
 import config
 import data
 from lib.cli import UserError
 from study import arms
-from synthetic import TINY_ARGS, write_corpus
-from test_paper import train_in_process
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_a_run_records_its_vocabulary_and_code_state(finished):
     assert Path(conf["config"]["out"]) == run
 
 
-# ----------------------------------------------------------------------------- the shipped vocabulary
+# --------------------------------------------------------------------------- the shipped vocabulary
 
 def test_the_shipped_vocabulary_is_used_without_the_corpus(tmp_path, monkeypatch):
     """A fresh DATA_DIR gets vocab/enwiki-wordpiece-8192.json as it is: no training, so no

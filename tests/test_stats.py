@@ -206,7 +206,8 @@ def test_welch_matches_scipy_and_needs_two_runs_a_side():
     p, ci = stats.welch(a, b)
     assert p == pytest.approx(want.pvalue)
     assert ci == pytest.approx(list(want.confidence_interval(0.95)))
-    assert stats.welch([1.0], b) == (None, None) and stats.welch([1.0, 1.0], [1.0, 1.0]) == (None, None)
+    assert (stats.welch([1.0], b) == (None, None)
+            and stats.welch([1.0, 1.0], [1.0, 1.0]) == (None, None))
 
 
 def test_sign_flip_p_is_never_below_one_over_flips_plus_one():

@@ -9,17 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import lib.download
 import torch
+from synthetic import TINY_ARGS, write_corpus
 
 import config
 import data
+import lib.download
 import masks
-from lib import hardware
 import model
 import train
-from synthetic import TINY_ARGS, write_corpus
+from lib import hardware, runs
 from lib.cli import UserError, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -431,7 +430,7 @@ def test_prefetched_batches_are_the_batches_of_their_steps(corpus_env, monkeypat
     rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
     whole = {s: train.make_batch(rows, s, cfg, specials, vocab) for s in range(7, 13)}
     for rank, world in ((0, 1), (0, 2), (1, 2)):  # a resume at step 7, one or two processes
-        pre = train.Prefetcher(lambda s: train.make_batch(rows, s, cfg, specials, vocab, rank,
+        pre = runs.Prefetcher(lambda s: train.make_batch(rows, s, cfg, specials, vocab, rank,
                                                           world), 7, 13, pin=False)
         share = cfg.batch_size // world
         for expected in range(7, 13):
@@ -441,7 +440,7 @@ def test_prefetched_batches_are_the_batches_of_their_steps(corpus_env, monkeypat
                 assert torch.equal(batch[k], v[rank * share:(rank + 1) * share]), (k, rank)
         pre.close()
     # a failure in the worker is raised in the training thread
-    pre = train.Prefetcher(lambda s: 1 / 0, 0, 3, pin=False)
+    pre = runs.Prefetcher(lambda s: 1 / 0, 0, 3, pin=False)
     with pytest.raises(ZeroDivisionError):
         pre.next()
     pre.close()

@@ -1,6 +1,7 @@
 """Throughput of a training step in every mode, and of probe feature extraction.
 
-    python -m tools.bench [--preset=tiny] [--modes=hybrid,mlm,jepa] [--dtype=bfloat16] [--compile=true]
+    python -m tools.bench [--preset=tiny] [--modes=hybrid,mlm,jepa] [--dtype=bfloat16]
+        [--compile=true]
 
 Times the real code path (train.build_run + train.train_step on synthetic packed rows), warm
 steps only, median of several repeats. MFU is measured against the device's peak: NVIDIA's
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lib import hardware
+import config
+import data
 import model
 import train
+from lib import hardware, runs
 from lib.cli import UserError, parse_flags, run_cli
-
-BERT_SPECIALS = dict(pad=0, unk=100, cls=101, sep=102, mask=103)  # ids in bert-base-uncased
 
 
 @dataclass
@@ -48,7 +49,7 @@ QUICK_ARGS = ["--seq_len=32", "--d_model=32", "--n_layers=2", "--n_heads=2", "--
 def synthetic_rows(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> np.ndarray:
     """Packed rows like data.py makes them: [CLS] random non-special ids [SEP]."""
     rows = np.random.default_rng(seed).integers(1000, vocab_size, (n, seq_len))
-    rows[:, 0], rows[:, -1] = BERT_SPECIALS["cls"], BERT_SPECIALS["sep"]
+    rows[:, 0], rows[:, -1] = data.BERT_SPECIAL_IDS["cls"], data.BERT_SPECIAL_IDS["sep"]
     return rows.astype(np.uint16 if vocab_size <= 65535 else np.uint32)
 
 
@@ -67,7 +68,8 @@ def setup(bc: BenchConfig, mode: str, deterministic: str, steps: int):
                                      torch.cuda.is_available())
     run = train.build_run(cfg, bc.vocab_size)  # sets the process-wide deterministic mode
     rows = synthetic_rows(max(4 * cfg.batch_size, 64), cfg.seq_len, bc.vocab_size)
-    batches = [train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size) for s in range(steps)]
+    batches = [train.make_batch(rows, s, cfg, data.BERT_SPECIAL_IDS, bc.vocab_size)
+               for s in range(steps)]
     return cfg, run, rows, batches
 
 
@@ -108,7 +110,8 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 ms_per_step_repeats=[round(1000 * t, 2) for t in times],
                 tokens_per_s=round(cfg.batch_size * cfg.seq_len / seconds, 1),
                 flops_per_step=flops, flops_per_token=flops / (cfg.batch_size * cfg.seq_len),
-                peak_flops=peak_cache[key], mfu=round(hardware.mfu(flops, seconds, peak_cache[key]), 4),
+                peak_flops=peak_cache[key],
+                mfu=round(hardware.mfu(flops, seconds, peak_cache[key]), 4),
                 peak_memory_bytes=memory,
                 recompiles_after_warmup=compiled_graphs() - graphs_after_warmup,
                 deterministic=cfg.deterministic == "true",
@@ -149,10 +152,10 @@ def host_time(rows, cfg, vocab_size: int, start: int, n: int = 8) -> float:
 
     def timed(step):
         t = time.perf_counter()
-        batch = train.make_batch(rows, step, cfg, BERT_SPECIALS, vocab_size)
+        batch = train.make_batch(rows, step, cfg, data.BERT_SPECIAL_IDS, vocab_size)
         times.append(time.perf_counter() - t)
         return batch
-    pre = train.Prefetcher(timed, start, start + n, pin=False)
+    pre = runs.Prefetcher(timed, start, start + n, pin=False)
     try:
         for _ in range(n):
             pre.next()
@@ -164,7 +167,8 @@ def host_time(rows, cfg, vocab_size: int, start: int, n: int = 8) -> float:
 def prefetched_step_time(run, rows, cfg, bc: BenchConfig, start: int, total: int) -> float:
     """Seconds per step of the loop as train.py runs it (batches built by the Prefetcher thread
     while the step runs): about ms_per_step when the host work is hidden, + host time if not."""
-    pre = train.Prefetcher(lambda s: train.make_batch(rows, s, cfg, BERT_SPECIALS, bc.vocab_size),
+    pre = runs.Prefetcher(lambda s: train.make_batch(rows, s, cfg, data.BERT_SPECIAL_IDS,
+                                                     bc.vocab_size),
                            start, start + bc.steps + 1, pin=run.device.type == "cuda")
     try:
         step, batch = pre.next()
@@ -184,13 +188,13 @@ def prefetched_step_time(run, rows, cfg, bc: BenchConfig, start: int, total: int
 def bench_features(bc: BenchConfig, run_cfg) -> dict:
     """Frozen-encoder feature extraction as the probes do it: sentences of realistic, varied
     lengths, batched by sorted length so a batch pads only to its own maximum."""
-    mcfg = train.model_config(run_cfg, bc.vocab_size)
+    mcfg = config.model_config(run_cfg, bc.vocab_size)
     device = torch.device(run_cfg.device)
     encoder = model.Encoder(mcfg).to(device).eval()
     rng = np.random.default_rng(0)
     lengths = np.sort(rng.integers(8, min(64, mcfg.seq_len), bc.sentences))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,  # as probe.encode: bf16 on
-                              enabled=device.type == "cuda")      # CUDA, exact fp32 on CPU
+    autocast = hardware.autocast(device.type,  # as features.encode: bf16 on CUDA, fp32 on CPU
+                                 "bfloat16" if device.type == "cuda" else "float32")
     times = []
     for _ in range(bc.repeats):
         t = time.perf_counter()
@@ -238,7 +242,8 @@ def main(argv):
         print(f"{r['mode']:>6} {r['dtype']:>8}{' compiled' if r['compiled'] else ''}: "
               f"{r['ms_per_step']:8.1f} ms/step  {r['tokens_per_s']:9,.0f} tok/s  "
               f"{r['flops_per_token'] / 1e6:6.1f} MFLOP/token  MFU {100 * r['mfu']:5.1f}% of "
-              f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s  peak mem {r['peak_memory_bytes'] / 2**20:,.0f}"
+              f"{r['peak_flops'] / 1e9:,.0f} GFLOP/s  peak mem "
+              f"{r['peak_memory_bytes'] / 2**20:,.0f}"
               f" MiB  recompiles {r['recompiles_after_warmup']}  graph breaks "
               f"{r['graph_breaks']}  fallbacks {r['compile_fallbacks']}")
         print(f"{'':>6} host {r['host_ms_per_step']:.1f} ms/step to build a batch; with the "

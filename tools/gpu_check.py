@@ -252,7 +252,8 @@ def check_probe_features(cc: CheckConfig, device_a: str = "cpu",
 
 
 def ridge_accuracy(X, y, Xd, yd, l2: float = 1.0) -> float:
-    """A closed-form ridge classifier on standardised features: the same on both devices' vectors."""
+    """A closed-form ridge classifier on standardised features: the same on both devices'
+    vectors."""
     mu, sd = X.mean(0), X.std(0) + 1e-6
     X, Xd = (X - mu) / sd, (Xd - mu) / sd
     w = np.linalg.solve(X.T @ X + l2 * len(X) * np.eye(X.shape[1]), X.T @ (2.0 * y - 1))
@@ -266,8 +267,8 @@ def check_kernels(cc: CheckConfig, device: str = "cuda") -> list[dict]:
     """Which SDPA kernel a hybrid training step runs, from the profiler: flash attention
     expected. CUDA: the preset, compiled, bf16 (kernel names); CPU half: SMALL_RUN's shapes,
     eager fp32 (ATen op names: aten::_scaled_dot_product_flash_attention_for_cpu)."""
-    from tools import bench
     import train
+    from tools import bench
     if device == "cuda" and not torch.cuda.is_available():
         return [result("flash attention", "SKIP", no_cuda(), device)]
     if device == "cuda":
