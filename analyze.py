@@ -12,7 +12,7 @@ on train); pair tasks use the first sentence's vector, and both for alignment. T
 every metric and statistic is in DEFINITIONS, STATISTICS and TESTS below (the formulas in
 stats.py), which analysis.json and report.md repeat. Nothing is fitted on the dev examples it is
 scored on. The same inputs give a bit-identical analysis.json: it holds no clock, and every
-random draw is seeded. It records the settings it was made with (provenance.py): paper.py reuses
+random draw is seeded. It records the settings it was made with (lib/provenance.py): the study reuses
 it only when they match exactly.
 """
 import os
@@ -43,6 +43,7 @@ from lib import stats  # noqa: E402
 from lib.cli import UserError, atomic_write, parse_flags, run_cli  # noqa: E402
 from lib.compare import num, rounded  # noqa: E402
 from lib.download import portable  # noqa: E402
+from lib.stats import ridge_scores  # noqa: E402
 
 
 @dataclass
@@ -118,11 +119,6 @@ TESTS = {  # which test gives a comparison's p, and its null hypothesis (stats.p
              "instead, for every metric: " + stats.NULLS["welch"],
 }
 ALPHA = 0.05
-PRIMARY = {"sst2": "acc", "mrpc": "f1", "qqp": "f1", "mnli": "acc_matched", "cola": "mcc",
-           "stsb": "spearman"}
-POSITIVE = {"mrpc": lambda y: y == 1, "qqp": lambda y: y == 1, "stsb": lambda y: y >= 4,
-            "mnli": lambda y: y == 0}  # true paraphrase / similar / entailed pairs
-RIDGE = (1e4, 1e3, 1e2, 10.0, 1.0, 0.1)  # strongest first: a tie keeps the simpler probe
 
 
 # ----------------------------------------------------------------------------- the metrics
@@ -167,23 +163,6 @@ def top_tokens(ids: list, specials, k: int, vocab_size: int) -> np.ndarray:
 
 def occurs(ids: list, vocab) -> np.ndarray:
     return np.stack([np.isin(vocab, i) for i in ids])  # (n, K) bool
-
-
-def ridge_scores(X, Y, X_eval, seed: int):
-    """Ridge regression from standardised vectors to the 0/1 token indicators (a linear
-    probability model: one solve for all K tokens). Strength chosen on a seeded held-out 10% of
-    the fit rows by macro AUC, then refitted on all of them. -> (scores (n_eval, K), strength)."""
-    def fit(rows, alpha):
-        mu, sd = X[rows].mean(0), X[rows].std(0) + 1e-8
-        A, y_mean = (X[rows] - mu) / sd, Y[rows].mean(0)
-        coef = np.linalg.solve(A.T @ A + alpha * np.eye(X.shape[1]), A.T @ (Y[rows] - y_mean))
-        return lambda Z: (Z - mu) / sd @ coef + y_mean
-
-    perm = np.random.default_rng(seed).permutation(len(X))
-    held, rest = np.split(perm, [max(1, len(X) // 10)])
-    held_auc = [np.nan_to_num(stats.auc(fit(rest, a)(X[held]), Y[held])[0], nan=-1) for a in RIDGE]
-    alpha = RIDGE[int(np.argmax(held_auc))]
-    return fit(np.arange(len(X)), alpha)(X_eval), alpha
 
 
 # ----------------------------------------------------------------------------- models and probes
@@ -271,7 +250,7 @@ def probe_result(cfg, task: str, pool: str, ckpt: str, preset="tiny", source=Non
 
 
 def probe_summary(r: dict, task: str) -> dict:
-    metric = PRIMARY[task]
+    metric = glue.TASKS[task].primary
     return dict(file=r["file"], metric=metric, value=num(r["metrics"][metric]),
                 ci=[num(v) for v in r["ci"][metric]], n_train=r["n_train"], n_dev=r["n_dev"])
 
@@ -287,7 +266,7 @@ def semantic(r: dict, task: str, pool: str, gold: np.ndarray, idx: np.ndarray) -
     """The probe's primary score (percent, mean over its seeds) from its saved dev predictions:
     the value, its values on the resamples idx, and per example (accuracy only) the share of
     seeds that got it right."""
-    _, split, key, fn = next(s for s in probe.metric_specs(task, pool) if s[0] == PRIMARY[task])
+    _, split, key, fn = next(s for s in probe.metric_specs(task, pool) if s[0] == glue.TASKS[task].primary)
     preds = provenance.load_predictions(r)[split][key]
     if preds.shape[1] != len(gold):
         raise UserError(f"{r['file']}: {preds.shape[1]} dev predictions for {len(gold)} dev "
@@ -311,7 +290,7 @@ def model_rows(cfg, model, source, task, pool, splits, subset, lexical) -> tuple
     scores, alpha = ridge_scores(vectors["train"][0][fit], Y_fit, x, cfg.seed)
     rows = dict(x=x, xc=x - x.mean(0), scores=scores, Y=Y,
                 y=y if not t.pair and t.num_labels else None,
-                v=None if v is None else v[subset], positive=POSITIVE[task](y) if t.pair else None)
+                v=None if v is None else v[subset], positive=t.positive(y) if t.pair else None)
     return rows, alpha
 
 
@@ -335,7 +314,7 @@ def analyze_task(cfg, task, splits, models, sources, result, pairs):
     gold = {s: probe.labels(splits[s]) for s in glue.TASKS[task].dev_splits}
     dev_idx = {s: stats.resample_indices(len(g), cfg.bootstrap, [cfg.seed, 4])
                for s, g in gold.items()}
-    primary_split = next(s for name, s, _, _ in probe.metric_specs(task) if name == PRIMARY[task])
+    primary_split = next(s for name, s, _, _ in probe.metric_specs(task) if name == glue.TASKS[task].primary)
     for pool in cfg.pools:
         values, examples = {}, {}
         for model in models:

@@ -47,9 +47,10 @@ class TrainConfig:
                                     # with bf16 instructions (faster there), else float32
     compile: str = "auto"           # true | false | auto = compile, and run eager with a warning
                                     # where it cannot (no C++ compiler). Tiny on a 2-core CPU:
-                                    # 10-20% faster steps for ~25 s of compiling, once (README)
+                                    # 10-20% faster steps for ~25 s of compiling, once
+                                    # (docs/performance.md)
     deterministic: str = "auto"     # true | false | auto = true on CPU (costs ~2-4% there,
-                                    # README), false on CUDA (speed; see README, Reproducibility)
+                                    # docs/reproducibility.md), false on CUDA (speed)
     seed: int = 0
     out: str = ""                   # run folder; empty = out/<mode>-<preset>
     resume: bool = False            # continue the run in --out
@@ -166,7 +167,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> model.ModelConfig:
 
 def cpu_has_bf16() -> bool:
     """Native bf16 dot products (AVX512-BF16 or AMX, read from Linux's /proc/cpuinfo): there a
-    bf16-autocast tiny step ran 1.25-1.4x faster than fp32 (README, Performance); elsewhere bf16 is
+    bf16-autocast tiny step ran 1.25-1.4x faster than fp32 (docs/performance.md); elsewhere bf16 is
     emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text()

@@ -260,6 +260,19 @@ def _build_corpus(corpus: str, tokenizer: str, seq_len: int, out: Path):
     atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
+def load_training(tokenizer: str, corpus: str, seq_len: int, mode: str, corpus_given: bool):
+    """train.py's tokenizer and packed training rows. When the preset's corpus cannot be had
+    (offline) but another one is in DATA_DIR, the error says the command that works."""
+    try:
+        return load_tokenizer(tokenizer, corpus), load_rows(corpus, tokenizer, seq_len, "train")
+    except UserError as e:
+        here = [c for c in local_corpora() if c != corpus]
+        if corpus_given or not here or corpus not in str(e):
+            raise
+        raise UserError(f"{e}; or train on a corpus that is in {data_dir()}: make pretrain "
+                        f"MODE={mode} CORPUS={here[0]} (train.py --corpus={here[0]})") from None
+
+
 def load_rows(corpus: str, tokenizer: str, seq_len: int, split: str) -> np.ndarray:
     """The split's rows, a read-only memmap (N, seq_len) of uint16 (uint32 past 65,536 tokens);
     prepares the corpus on first use."""

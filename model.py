@@ -341,6 +341,15 @@ def collapse_stats(features) -> dict:
     return {"feat_std": f.std(0).mean().item(), "rankme": torch.exp(-(p * p.log()).sum()).item()}
 
 
+@torch.no_grad()
+def collapse_signal(net: PredictReconstruct, tokens, autocast) -> dict:
+    """collapse_stats of a few clean rows' features: the target encoder's (the online one in mode
+    mlm) under the run's autocast, layer-normed as the JEPA targets are. train.py logs it."""
+    with autocast:
+        h = (net.target_encoder or net.encoder)(tokens)
+    return collapse_stats(F.layer_norm(h.float(), h.shape[-1:]).flatten(0, 1))
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 CKPT_FORMAT = "predict-reconstruct/ckpt-v1"

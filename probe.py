@@ -12,7 +12,7 @@ is chosen on a held-out 10% of TRAIN, then it is refitted on all of train. The d
 once, for the reported number. `weighted` and `attention` poolers are trained with the head by the
 same protocol; the L2 grid is extended (10x a step) while the choice sits on its edge. Numbers
 are percent: mean over probe seeds, bootstrap 95% CI over dev examples (stats.py).
-Results: <results>/<task>-<pool>.json with the settings that made it (provenance.py), its dev
+Results: <results>/<task>-<pool>.json with the settings that made it (lib/provenance.py), its dev
 predictions per seed in <task>-<pool>.npz (for analyze.py's paired tests), and summary.md; the
 features (features.py) cached in <results>/cache/, keyed by weights, texts, pooling, device and
 dtype.
@@ -60,8 +60,6 @@ class ProbeConfig:
 
 
 BOOTSTRAP_SEED = 0      # the same resamples for every model: CIs of two models are paired
-METRICS = {"sst2": ("acc",), "mrpc": ("f1", "acc"), "qqp": ("f1", "acc"), "mnli": ("acc",),
-           "cola": ("mcc",), "stsb": ("pearson", "spearman")}
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -73,7 +71,7 @@ def metric_specs(task: str, pool: str = "mean") -> list:
     cos_spearman_trained_pooler."""
     splits = glue.TASKS[task].dev_splits
     specs = [(m if len(splits) == 1 else f"{m}_{s.removeprefix('dev_')}", s, "pred",
-              stats.METRIC_FNS[m]) for s in splits for m in METRICS[task]]
+              stats.METRIC_FNS[m]) for s in splits for m in glue.TASKS[task].metrics]
     cos = "cos_spearman_trained_pooler" if pool in TRAINED_POOLS else "cos_spearman"
     return specs + ([(cos, "dev", "cos", stats.spearman)] if task == "stsb" else [])
 
@@ -209,7 +207,7 @@ def l2_path(part: dict, y, held, rest, task: str, seed: int, cfg: ProbeConfig):
     every strength tried); a tie keeps the stronger, simpler one. While the best is the
     strongest or the weakest tried, the path goes on 10x beyond it (at most cfg.l2_extend
     times), so that the choice is interior wherever that many steps find it."""
-    num_labels, score_fn = glue.TASKS[task].num_labels, stats.METRIC_FNS[METRICS[task][0]]
+    num_labels, score_fn = glue.TASKS[task].num_labels, stats.METRIC_FNS[glue.TASKS[task].metrics[0]]
     tried = {}  # l2 -> (fit, held-out score)
 
     def step(l2, init):
@@ -242,7 +240,7 @@ def cosine(u, v) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- settings
-# A result is reused (by analyze.py and paper.py) only when every setting that made it matches.
+# A result is reused (by analyze.py and the study) only when every setting that made it matches.
 
 NOT_SETTINGS = ("task", "pool", "ckpt", "random_like", "out", "json", "device")  # identity,
 # or in Source (its key)

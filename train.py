@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import data
 import masks
@@ -33,7 +32,6 @@ import model
 from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
 from lib import hardware
 from lib.cli import UserError, atomic_write, make_folder, run_cli
-from lib.download import data_dir
 from lib.runs import Prefetcher, code_state, keep_copy, open_log, save_checkpoint, weights_sha256
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
@@ -212,7 +210,8 @@ def main(argv):
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cfg, explicit, why = resolve_config(argv, torch.cuda.is_available())
     cfg, ckpt = start_or_resume(cfg, explicit)
-    tok, rows = load_data(cfg, explicit)
+    tok, rows = data.load_training(cfg.tokenizer, cfg.corpus, cfg.seq_len, cfg.mode,
+                                   "corpus" in explicit)
     if ckpt is not None and ckpt["tokenizer"] != tok.to_str():
         raise UserError(f"--resume: the tokenizer {cfg.tokenizer} on disk differs from the one "
                         f"the run in {cfg.out} was trained with; restore it or start a new --out")
@@ -386,7 +385,7 @@ class Log:
                    skipped=int(progress.bad_steps),
                    elapsed=round(time.perf_counter() - self.t_start, 2))
         if step % cfg.collapse_every == 0 or step in (1, self.total):
-            rec.update(collapse(run.raw, tokens[:8].to(run.device), run.autocast()))
+            rec.update(model.collapse_signal(run.raw, tokens[:8].to(run.device), run.autocast()))
         rec.update(compiled)
         if step == self.total:  # the trained weights, in one hash (same seed, same bits)
             rec["weights_sha256"] = weights_sha256(run.raw)
@@ -444,30 +443,6 @@ def write_config(run: Run, tok, total: int, flops_per_step: float):
         # fresh wordpiece-N preparations can differ (docs/reproducibility.md): which one
         tokenizer_sha256=data.tokenizer_sha256(tok)), indent=2)),
         mode="w")
-
-
-def load_data(cfg: TrainConfig, explicit: set):
-    """The tokenizer and the packed training rows. When the preset's corpus cannot be had (offline)
-    but another one is in DATA_DIR, the error says the command that works."""
-    try:
-        tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
-        return tok, data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
-    except UserError as e:
-        here = [c for c in data.local_corpora() if c != cfg.corpus]
-        if "corpus" in explicit or not here or cfg.corpus not in str(e):
-            raise
-        raise UserError(f"{e}; or train on a corpus that is in {data_dir()}: make pretrain "
-                        f"MODE={cfg.mode} CORPUS={here[0]} (train.py --corpus={here[0]})") from None
-
-
-@torch.no_grad()
-def collapse(raw: model.PredictReconstruct, tokens, autocast) -> dict:
-    """Collapse signal on a few clean rows: features of the target encoder (the online one in
-    mlm mode), layer-normed as the JEPA targets are."""
-    encoder = raw.target_encoder or raw.encoder
-    with autocast:
-        h = encoder(tokens)
-    return model.collapse_stats(F.layer_norm(h.float(), h.shape[-1:]).flatten(0, 1))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def save(fig, path: Path) -> str:
     return path.name
 
 
-# ----------------------------------------------------------------------------- paper.py's figures
+# ----------------------------------------------------------------------------- the study's figures
 
 def paper_figures(logs: dict, curve: dict, analysis: dict | None, groups: dict,
                   out: Path) -> dict | None:

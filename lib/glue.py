@@ -1,5 +1,6 @@
 """The GLUE tasks: their files (downloaded on first use, MRPC rebuilt from the MSR corpus) read
-into Examples, and the per-task facts the probes need (pair task, number of labels, dev splits)."""
+into Examples, and every per-task fact the probes and the analysis use (pair task, number of
+labels, dev splits, metrics, the headline metric, which pairs are positive)."""
 import csv
 import dataclasses
 import typing
@@ -24,13 +25,20 @@ class Task:
     folder: str  # data_dir()/glue/<folder>, as the official archives name it
     pair: bool
     num_labels: int  # 0 = regression (stsb)
+    metrics: tuple[str, ...]  # reported on each dev split; the first chooses the probe's L2
+    primary: str  # the headline number: a key of the probe result's metrics
+    positive: typing.Callable | None = None  # pair tasks: label -> is a true pair (alignment)
     dev_splits: tuple[str, ...] = ("dev",)
 
 
 TASKS = {t.name: t for t in (
-    Task("sst2", "SST-2", False, 2), Task("mrpc", "MRPC", True, 2), Task("qqp", "QQP", True, 2),
-    Task("mnli", "MNLI", True, 3, ("dev_matched", "dev_mismatched")),
-    Task("cola", "CoLA", False, 2), Task("stsb", "STS-B", True, 0))}
+    Task("sst2", "SST-2", False, 2, ("acc",), "acc"),
+    Task("mrpc", "MRPC", True, 2, ("f1", "acc"), "f1", lambda y: y == 1),  # paraphrase
+    Task("qqp", "QQP", True, 2, ("f1", "acc"), "f1", lambda y: y == 1),  # duplicate
+    Task("mnli", "MNLI", True, 3, ("acc",), "acc_matched", lambda y: y == 0,  # entailed
+         ("dev_matched", "dev_mismatched")),
+    Task("cola", "CoLA", False, 2, ("mcc",), "mcc"),
+    Task("stsb", "STS-B", True, 0, ("pearson", "spearman"), "spearman", lambda y: y >= 4))}
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
 GLUE_ZIPS = {  # sha256s from HF datasets. Some copies of download_glue_data.py swap QQP and STS-B.
     "sst2": ("SST-2.zip", "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),

@@ -70,7 +70,7 @@ def set_deterministic(cfg):
     gradient rows (the order of the adds, and so the rounding, depends on thread timing); torch's
     deterministic mode makes Inductor fall back to ATen's ordered index_put/scatter there. On CUDA
     it also needs cuBLAS's fixed workspace and Inductor's deterministic mode (no autotuning by
-    timing); the CUDA claim is unverified (README, Reproducibility). Global to the process."""
+    timing); the CUDA claim is unverified (docs/reproducibility.md). Global to the process."""
     on = cfg.deterministic == "true"
     if on and cfg.device == "cuda":
         import torch._inductor.config as inductor_config

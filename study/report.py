@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-import analyze
 import features
-from lib import figures, markdown
+from lib import figures, glue, markdown
 from lib.runs import read_log, wall_time
 from study.arms import CURVE_TASKS, arm_folder, arm_of, parse_arm
 
@@ -107,7 +106,7 @@ def learning_curve(cfg, runs: dict, analysis: dict | None) -> tuple[list, dict]:
         conf, log = json.loads((run / "config.json").read_text()), read_log(run)
         for f in (*cfg.curve, 1.0):
             folder = run / "probe" if f == 1.0 else run / f"curve-{f:g}"
-            scores = {t: json.loads(p.read_text())["metrics"][analyze.PRIMARY[t]]
+            scores = {t: json.loads(p.read_text())["metrics"][glue.TASKS[t].primary]
                       for t in CURVE_TASKS if (p := folder / f"{t}-mean.json").exists()}
             if scores:
                 step = max(1, round(f * conf["planned_steps"]))
@@ -208,7 +207,7 @@ def report(cfg, budget: float, runs: dict, skipped: dict, errors: dict,
                 ours = [cell(analysis, task, pool, groups[n], "semantic_probe") for n in names]
                 ours += [markdown.with_ci(base["majority"]), markdown.with_ci(base["bow"])]
                 ours += pair_cells(analysis, task, pool, "semantic_probe")
-                lines.append(f"| {task} | {analyze.PRIMARY[task]} | ours | {pool} | "
+                lines.append(f"| {task} | {glue.TASKS[task].primary} | ours | {pool} | "
                              + " | ".join(ours) + " |")
     lines += ["", "## Uniformity next to the original", "",
               f"The abstract, {ABSTRACT}: \"{ABSTRACT_CLAIM}\". The README, {README}, per cell "

@@ -1,17 +1,27 @@
 """Throughput of a training step in every mode, and of probe feature extraction.
 
     python -m tools.bench [--preset=tiny] [--modes=hybrid,mlm,jepa] [--dtype=bfloat16]
-        [--compile=true]
+        [--compile=true] [--profile] [--time_to_quality [--corpus=enwiki] [--max_flops=5e13]]
 
 Times the real code path (train.build_run + train.train_step on synthetic packed rows), warm
 steps only, median of several repeats. MFU is measured against the device's peak: NVIDIA's
 datasheet on CUDA, and on CPU a matmul of the same dtype timed in the same run.
+
+--profile: where a warm step's time goes (torch.profiler): the forward / backward / optimizer /
+EMA split and the top ops by self CPU time, per mode. --time_to_quality: trains the MLM recipe in
+a train.py subprocess and reports the wall time at which its validation MLM loss
+(study/recipe_search.py) first reaches TARGET_VAL_LOSS (docs/performance.md).
 """
 import json
 import resource
+import shlex
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +32,16 @@ import model
 import train
 from lib import hardware, runs
 from lib.cli import UserError, parse_flags, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Time to quality: the validation MLM loss the recipe must reach. PLACEHOLDER (6.0): to be fixed
+# once from a measured run: the loss the tiny recipe reaches in ~10 minutes here (the JSON's
+# time_to_quality.curve is what to choose it from); fixed from then on, so that times compare.
+TARGET_VAL_LOSS = 6.0
+KEEP_AT = tuple(i / 10 for i in range(1, 10))  # kept checkpoints: the curve's points (+ the end)
+PHASES = ("forward", "backward", "optimizer", "ema")
+TOP_OPS = 15
 
 
 @dataclass
@@ -40,6 +60,20 @@ class BenchConfig:
     sentences: int = 512            # feature-extraction benchmark size
     quick: bool = False             # tiny shapes, 2 steps: a smoke test of this script
     json: bool = False
+    profile: bool = False           # also profile warm steps: phases and top ops per mode
+    profile_steps: int = 3          # profiled steps per mode (after one unprofiled)
+    profile_kernels: bool = False   # --profile, compiled with Inductor's per-kernel ranges (CPU):
+                                    # the top ops name each generated kernel; changes the code
+                                    # (a fresh compile), so its ms/step are not the reference
+    time_to_quality: bool = False   # also train the MLM recipe and time it to --target_val_loss
+                                    # (with --modes= , none: it alone)
+    corpus: str = "enwiki"          # time to quality: train.py --corpus
+    max_flops: float = 5e13         # time to quality: train.py --max_flops (the recipe's budget)
+    target_val_loss: float = TARGET_VAL_LOSS  # time to quality: the validation MLM loss to reach
+    train_args: str = ""            # time to quality: more train.py flags, space-separated
+    val_rows: int = 0               # time to quality: validation rows; 0 = recipe_search's
+    ttq_out: str = "out/bench-time-to-quality"  # its run folder (replaced by each new run)
+    ttq_reuse: bool = False         # time to quality of the run already in --ttq_out: no training
 
 
 QUICK_ARGS = ["--seq_len=32", "--d_model=32", "--n_layers=2", "--n_heads=2", "--pred_dim=16",
@@ -79,7 +113,8 @@ def compiled_graphs() -> int:
 
 def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     total = bc.warmup + bc.steps * (bc.repeats + 1) + 1
-    cfg, run, rows, batches = setup(bc, mode, bc.deterministic, total)
+    extra = 1 + bc.profile_steps if bc.profile else 0  # the profile's batches, after the timed
+    cfg, run, rows, batches = setup(bc, mode, bc.deterministic, total + extra)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for step in range(bc.warmup):
@@ -101,9 +136,12 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
     if key not in peak_cache:
         peak_cache[key] = hardware.device_peak_flops(cfg.device, cfg.dtype)
     flops = float(np.mean([train.batch_flops(run.mcfg, b, cfg.batch_size) for b in batches]))
+    recompiles = compiled_graphs() - graphs_after_warmup
     counts = hardware.compile_counts()
     memory = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    profiled = ({"profile": profile_steps(run, batches, step, total, bc.profile_steps,
+                                          1000 * seconds)} if bc.profile else {})
     return dict(mode=mode, device=cfg.device, dtype=cfg.dtype, compiled=run.compiled,
                 batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                 ms_per_step=round(1000 * seconds, 2),
@@ -113,11 +151,248 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 peak_flops=peak_cache[key],
                 mfu=round(hardware.mfu(flops, seconds, peak_cache[key]), 4),
                 peak_memory_bytes=memory,
-                recompiles_after_warmup=compiled_graphs() - graphs_after_warmup,
+                recompiles_after_warmup=recompiles,
                 deterministic=cfg.deterministic == "true",
                 host_ms_per_step=round(1000 * host, 2),
                 ms_per_step_prefetched=round(1000 * with_prefetch, 2),
-                **{k: counts[k] for k in ("compile_fallbacks", "graph_breaks")})
+                **{k: counts[k] for k in ("compile_fallbacks", "graph_breaks")}, **profiled)
+
+
+# ----------------------------------------------------------------------------- --profile
+
+def phased_step(run, batch: dict, step: int, total: int):
+    """train.train_step's phases, timed separately: the same calls in the same order as
+    train.train_step (keep the two in step), with each phase inside a torch.profiler
+    record_function range `bench/<phase>` and, on CUDA, a device sync at the end of each, so that
+    a phase's range holds its device work too. forward: the (compiled) forward under autocast;
+    backward: loss.backward(); optimizer: clip_grad_norm_ + fused AdamW (found_inf) + zero_grad;
+    ema: the target encoder's EMA update (jepa, hybrid). The lr assignment, the micro-batch
+    slicing and the stats fall outside every range. One process (the bench's): no DDP no_sync,
+    no all-reduce."""
+    cfg, opt = run.cfg, run.opt
+    if run.world != 1:
+        raise UserError("the bench's profile runs one process")
+    for group in opt.param_groups:
+        group["lr"] = train.lr_at(step, cfg, total)
+    stats = {}
+    for i in range(run.accum):
+        part = {k: v[i * run.micro:(i + 1) * run.micro] for k, v in batch.items()}
+        if run.device.type == "cuda":
+            part = {k: v.to(run.device, non_blocking=True) for k, v in part.items()}
+        if run.compiled:
+            torch._dynamo.mark_dynamic(part["context_idx"], 1)
+            torch._dynamo.mark_dynamic(part["target_idx"], 1)
+        with run.autocast():  # train_step runs the backward inside the autocast block too
+            with torch.profiler.record_function("bench/forward"):
+                loss, micro_stats = run.forward(part)
+                sync(run.device)
+            with torch.profiler.record_function("bench/backward"):
+                (loss / run.accum).backward()
+                sync(run.device)
+        micro_stats["loss"] = loss.detach()
+        for k, v in micro_stats.items():
+            stats[k] = stats.get(k, 0) + v.float() / run.accum
+    with torch.profiler.record_function("bench/optimizer"):
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.raw.parameters(), cfg.grad_clip)
+        bad = ~(torch.isfinite(stats["loss"]) & torch.isfinite(grad_norm))
+        opt.found_inf = bad.float()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(run.device)
+    if run.raw.balanced:  # lambda_mode=balanced (not a phase: outside the ranges)
+        run.raw.observe_losses(torch.stack([stats["loss_jepa"], stats["loss_mlm"]]), bad)
+    if run.raw.target_encoder is not None:
+        with torch.profiler.record_function("bench/ema"):
+            model.ema_update(run.raw.target_encoder, run.raw.encoder,
+                             train.momentum_at(step, cfg, total))
+            sync(run.device)
+
+
+def _device_us(evt) -> float:
+    """An event's self time on the accelerator (µs); the attribute's name changed in torch 2.4."""
+    return float(getattr(evt, "self_device_time_total", getattr(evt, "self_cuda_time_total", 0)))
+
+
+def profile_steps(run, batches, start: int, total: int, n: int, timed_ms: float) -> dict:
+    """Where a warm step's time goes: one unprofiled phased_step, then n under torch.profiler
+    (CPU, + CUDA on CUDA). phases_ms: each bench/<phase> range's wall time per step, other_ms:
+    the rest of the profiled step (lr, slicing, stats, Python); top_ops: the TOP_OPS ops with the
+    most self CPU time per step (compiled regions count as one op each unless --profile_kernels).
+    The profiler's own overhead is in ms_per_step_profiled: compare it with timed_ms."""
+    import torch._inductor.config as inductor_config
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    cuda = run.device.type == "cuda"
+    phased_step(run, batches[start], start, total)
+    sync(run.device)
+    graphs, walls = compiled_graphs(), []
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for s in range(start + 1, start + 1 + n):
+            t = time.perf_counter()
+            phased_step(run, batches[s], s, total)
+            sync(run.device)
+            walls.append(time.perf_counter() - t)
+    step_ms = 1000 * sum(walls) / n
+    phases = {p: 0.0 for p in PHASES}
+    for e in prof.events():
+        if e.device_type == DeviceType.CPU and e.name.startswith("bench/"):
+            phases[e.name[len("bench/"):]] += e.cpu_time_total / 1000 / n
+    if run.raw.target_encoder is None:
+        del phases["ema"]
+    other = step_ms - sum(phases.values())
+
+    def op(e) -> dict:
+        row = dict(name=e.key, self_cpu_ms=round(e.self_cpu_time_total / 1000 / n, 3),
+                   pct_of_step=round(100 * e.self_cpu_time_total / 1000 / n / step_ms, 2),
+                   calls_per_step=round(e.count / n, 2))
+        if cuda:
+            row["self_device_ms"] = round(_device_us(e) / 1000 / n, 3)
+        return row
+    ops = [e for e in prof.key_averages() if not e.key.startswith(("bench/", "ProfilerStep"))]
+    by_cpu = sorted(ops, key=lambda e: -e.self_cpu_time_total)
+    out = dict(steps=n, ms_per_step_profiled=round(step_ms, 3),
+               ms_per_step_timed=round(timed_ms, 2),
+               phases_ms={p: round(v, 3) for p, v in phases.items()},
+               phases_pct={p: round(100 * v / step_ms, 2) for p, v in phases.items()},
+               other_ms=round(other, 3), other_pct=round(100 * other / step_ms, 2),
+               self_cpu_ms_all_ops=round(sum(e.self_cpu_time_total for e in ops) / 1000 / n, 3),
+               top_ops=[op(e) for e in by_cpu[:TOP_OPS]],
+               recompiles_during_profile=compiled_graphs() - graphs,
+               activities=["cpu"] + (["cuda"] if cuda else []),
+               kernel_ranges=run.compiled and not cuda and bool(
+                   inductor_config.cpp.enable_kernel_profile))
+    if cuda:
+        by_device = sorted(ops, key=lambda e: -_device_us(e))
+        out["top_ops_device"] = [op(e) for e in by_device[:TOP_OPS] if _device_us(e) > 0]
+    return out
+
+
+def print_profile(results: list[dict]):
+    print("where a step's time goes (--profile; ms per step under the profiler, % of that step):")
+    print(f"{'mode':>6} {'step':>9} " + " ".join(f"{p:>16}" for p in PHASES + ("other",)))
+    for r in results:
+        p = r["profile"]
+        cells = [f"{p['phases_ms'][k]:8.1f} ({p['phases_pct'][k]:4.1f}%)" if k in p["phases_ms"]
+                 else f"{'-':>16}" for k in PHASES]
+        cells.append(f"{p['other_ms']:8.1f} ({p['other_pct']:4.1f}%)")
+        print(f"{r['mode']:>6} {p['ms_per_step_profiled']:9.1f} " + " ".join(cells))
+    for r in results:
+        top = r["profile"]["top_ops"][:5]
+        print(f"{r['mode']:>6} top ops by self CPU: " + "; ".join(
+            f"{o['name']} {o['self_cpu_ms']:.1f} ms ({o['pct_of_step']:.0f}%, "
+            f"{o['calls_per_step']:g}/step)" for o in top))
+
+
+# ----------------------------------------------------------------------------- --time_to_quality
+
+def ttq_train_command(bc: BenchConfig, out: Path) -> list[str]:
+    """train.py's flags for the recipe: MLM at the bench's preset, corpus and FLOP budget, kept
+    checkpoints at KEEP_AT; the bench's --dtype/--compile/--deterministic/--batch_size, then
+    --train_args (which win)."""
+    args = ["--mode=mlm", f"--preset={bc.preset}", f"--corpus={bc.corpus}",
+            f"--max_flops={bc.max_flops:g}", f"--keep_at={','.join(f'{f:g}' for f in KEEP_AT)}",
+            f"--out={out}"]
+    args += [f"--compile={bc.compile}"] if bc.compile != "auto" else []
+    args += [f"--deterministic={bc.deterministic}"] if bc.deterministic != "auto" else []
+    args += [f"--dtype={bc.dtype}"] if bc.dtype else []
+    args += [f"--batch_size={bc.batch_size}"] if bc.batch_size else []
+    return args + shlex.split(bc.train_args)
+
+
+def elapsed_at(log: list[dict], step: int) -> tuple[float, bool]:
+    """(seconds since the run's start at the end of `step`, whether interpolated): the log line
+    of that step, else linear between the log lines around it (log steps every --log_every)."""
+    recs = sorted((r for r in log if "elapsed" in r), key=lambda r: r["step"])
+    for r in recs:
+        if r["step"] == step:
+            return float(r["elapsed"]), False
+    before = [r for r in recs if r["step"] < step]
+    after = [r for r in recs if r["step"] > step]
+    if not before or not after:
+        raise UserError(f"no log line at or around step {step} in the run's log.jsonl")
+    a, b = before[-1], after[0]
+    w = (step - a["step"]) / (b["step"] - a["step"])
+    return a["elapsed"] + w * (b["elapsed"] - a["elapsed"]), True
+
+
+def crossing(curve: list[dict], target: float) -> dict:
+    """When the validation loss first reaches `target` (<=): linear in (elapsed, loss) between
+    the last point above it and the first at or below it; at or before the first point if that
+    one is already there (no earlier point to interpolate from); None if never."""
+    for i, p in enumerate(curve):
+        if p["val_mlm_loss"] <= target:
+            if i == 0:
+                return dict(reached=True, seconds=p["elapsed_s"], step=p["step"],
+                            between=[None, 0], note="at or before the first kept checkpoint")
+            a = curve[i - 1]
+            w = (a["val_mlm_loss"] - target) / (a["val_mlm_loss"] - p["val_mlm_loss"])
+            return dict(reached=True, seconds=round(a["elapsed_s"] + w * (p["elapsed_s"]
+                                                                          - a["elapsed_s"]), 3),
+                        step=round(a["step"] + w * (p["step"] - a["step"]), 2),
+                        between=[i - 1, i], note="interpolated")
+    return dict(reached=False, seconds=None, step=None, between=None, note="not reached")
+
+
+def time_to_quality(bc: BenchConfig) -> dict:
+    """Train the recipe in a fresh train.py process (its output goes to stderr) into --ttq_out,
+    or reuse the run there (--ttq_reuse); then the validation MLM loss
+    (study/recipe_search.py's validation_loss) of every kept checkpoint and the final one, with
+    the wall time the run's log.jsonl gives at its step, and when it first reaches the target."""
+    from lib.runs import read_log
+    from study import recipe_search
+    out = Path(bc.ttq_out)
+    args = ttq_train_command(bc, out)
+    if not bc.ttq_reuse:
+        if out.exists():  # the bench's own folder: a new measurement replaces the old one
+            shutil.rmtree(out)
+        print(f"time to quality: python train.py {shlex.join(args)}", file=sys.stderr,
+              flush=True)
+        rc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args],  # this cwd:
+                            stdout=2).returncode  # paths as given; fd 2: --json's stdout clean
+        if rc != 0:
+            raise UserError(f"time to quality: train.py exited with status {rc} (its output is "
+                            f"above): python train.py {shlex.join(args)}")
+    elif not (out / "ckpt.pt").exists():
+        raise UserError(f"--ttq_reuse: no run in --ttq_out={out}; run --time_to_quality without "
+                        f"--ttq_reuse first")
+    log = read_log(out)
+    conf = json.loads((out / "config.json").read_text())
+    rows = bc.val_rows or recipe_search.VAL_ROWS
+    points = [(f, out / f"ckpt-f{f:g}.pt") for f in KEEP_AT] + [(1.0, out / "ckpt.pt")]
+    curve, seen = [], set()
+    for fraction, path in points:
+        if not path.exists():
+            continue
+        step = int(model.load_checkpoint(path)["step"])
+        if step in seen:  # a short run: two fractions on one step keep one file
+            continue
+        seen.add(step)
+        elapsed, interpolated = elapsed_at(log, step)
+        curve.append(dict(fraction=fraction, step=step, elapsed_s=round(elapsed, 3),
+                          elapsed_interpolated=interpolated,
+                          **recipe_search.validation_loss(path, rows)))
+    curve.sort(key=lambda p: p["step"])
+    return dict(command=f"python train.py {shlex.join(args)}", out=str(out), corpus=bc.corpus,
+                max_flops=bc.max_flops, planned_steps=conf["planned_steps"],
+                wall_s=round(log[-1]["elapsed"], 3), target_val_loss=bc.target_val_loss,
+                target_is_placeholder=bc.target_val_loss == TARGET_VAL_LOSS,
+                curve=curve, **crossing(curve, bc.target_val_loss))
+
+
+def print_time_to_quality(t: dict):
+    print(f"time to quality ({t['command']}): {t['planned_steps']} steps in "
+          f"{t['wall_s'] / 60:.1f} min; validation MLM loss by checkpoint:")
+    for p in t["curve"]:
+        print(f"  step {p['step']:>6} ({p['fraction']:.1f})  {p['elapsed_s']:8.1f} s"
+              f"{'*' if p['elapsed_interpolated'] else ' '}  val loss {p['val_mlm_loss']:.4f}")
+    placeholder = " (a placeholder target)" if t["target_is_placeholder"] else ""
+    if t["reached"]:
+        print(f"  val loss {t['target_val_loss']:g}{placeholder} reached at {t['seconds']:.1f} s "
+              f"= {t['seconds'] / 60:.2f} min (step {t['step']:g}, {t['note']})")
+    else:
+        print(f"  val loss {t['target_val_loss']:g}{placeholder}: not reached")
+    print("  (* elapsed interpolated between the log lines around the step)")
 
 
 def determinism_cost(bc: BenchConfig, mode: str, rounds: int = 8) -> dict:
@@ -215,10 +490,17 @@ def main(argv):
     if bc.quick:
         bc.steps, bc.repeats, bc.warmup, bc.sentences, bc.vocab_size = 2, 1, 1, 64, 2000
     bad = set(bc.modes) - set(model.MODES)
-    if bad or not bc.modes:
+    if bad or not (bc.modes or bc.time_to_quality):  # --modes= with --time_to_quality: it alone
         raise UserError(f"--modes={','.join(bc.modes)}: expected some of {', '.join(model.MODES)}")
-    if min(bc.steps, bc.repeats, bc.sentences) <= 0 or bc.warmup < 0:
-        raise UserError("--steps, --repeats and --sentences must be positive, --warmup >= 0")
+    if min(bc.steps, bc.repeats, bc.sentences, bc.profile_steps) <= 0 or bc.warmup < 0:
+        raise UserError("--steps, --repeats, --sentences and --profile_steps must be positive, "
+                        "--warmup >= 0")
+    if bc.time_to_quality and bc.max_flops <= 0:
+        raise UserError(f"--max_flops={bc.max_flops:g}: the recipe's budget must be > 0")
+    bc.profile = bc.profile or bc.profile_kernels
+    if bc.profile_kernels:  # before anything compiles: each generated C++ kernel its own range
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.enable_kernel_profile = True
     peaks = {}
     results = [bench_mode(bc, mode, peaks) for mode in bc.modes]
     for r in results if bc.cost_of_determinism else []:
@@ -229,10 +511,13 @@ def main(argv):
     by_mode = {r["mode"]: r for r in results}
     report = dict(device=torch.cuda.get_device_name() if cfg.device == "cuda" else cpu_name(),
                   torch=torch.__version__, threads=torch.get_num_threads(), preset=bc.preset,
-                  quick=bc.quick, modes=results, features=bench_features(bc, cfg),
+                  quick=bc.quick, modes=results,
+                  features=bench_features(bc, cfg) if results else None,
                   hybrid_over_mlm=(round(by_mode["hybrid"]["ms_per_step"]
                                          / by_mode["mlm"]["ms_per_step"], 3)
                                    if {"hybrid", "mlm"} <= set(by_mode) else None))
+    if bc.time_to_quality:
+        report["time_to_quality"] = time_to_quality(bc)
     if bc.json:
         print(json.dumps(report))
         return 0
@@ -257,8 +542,13 @@ def main(argv):
                   f"{d['rounds']} interleaved rounds)")
     if report["hybrid_over_mlm"]:
         print(f"hybrid / mlm step cost: {report['hybrid_over_mlm']:.2f}x")
-    print(f"feature extraction: {report['features']['sentences_per_s']:,.0f} sentences/s "
-          f"(mean {report['features']['mean_tokens']:.0f} tokens)")
+    if report["features"]:
+        print(f"feature extraction: {report['features']['sentences_per_s']:,.0f} sentences/s "
+              f"(mean {report['features']['mean_tokens']:.0f} tokens)")
+    if bc.profile and results:
+        print_profile(results)
+    if bc.time_to_quality:
+        print_time_to_quality(report["time_to_quality"])
     return 0
 
 

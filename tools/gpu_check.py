@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import data
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
@@ -218,7 +219,7 @@ def check_probe_features(cc: CheckConfig, device_a: str = "cpu",
     if "cuda" in (device_a, device_b) and not torch.cuda.is_available():
         return [result(name, "SKIP", no_cuda(), devices)]
     missing = [f for f in PROBE_FILES if not (data_dir() / f).is_file()]
-    if missing:  # offline without the mirror: set DATA_DIR (README, Data)
+    if missing:  # offline without the mirror: set DATA_DIR (README.md, Data)
         return [result(name, "SKIP", f"needs SST-2 and the BERT vocab: no {', '.join(missing)} "
                        f"in {data_dir()} (set DATA_DIR to a folder that has them, or run "
                        "`make probe` once with network)", devices)]
@@ -283,7 +284,7 @@ def check_kernels(cc: CheckConfig, device: str = "cuda") -> list[dict]:
                                          device == "cuda")
         run = train.build_run(cfg, 30522)
         rows = bench.synthetic_rows(4 * cfg.batch_size, cfg.seq_len, 30522)
-        batches = [train.make_batch(rows, s, cfg, bench.BERT_SPECIALS, 30522) for s in range(3)]
+        batches = [train.make_batch(rows, s, cfg, data.BERT_SPECIAL_IDS, 30522) for s in range(3)]
         train.train_step(run, batches[0], 0, 3)  # compile outside the profile
         with torch.profiler.profile(activities=[activity]) as prof:
             train.train_step(run, batches[1], 1, 3)
