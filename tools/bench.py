@@ -14,11 +14,7 @@ a train.py subprocess and reports the wall time at which its validation MLM loss
 """
 import json
 import resource
-import shlex
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +28,11 @@ import model
 import train
 from lib import hardware, runs
 from lib.cli import UserError, parse_flags, run_cli
+from tools.step_profile import print_profile, profile_steps, sync
+from tools.time_to_quality import TARGET_VAL_LOSS, print_time_to_quality, time_to_quality
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Time to quality: the validation MLM loss the recipe must reach. PLACEHOLDER (6.0): to be fixed
-# once from a measured run: the loss the tiny recipe reaches in ~10 minutes here (the JSON's
-# time_to_quality.curve is what to choose it from); fixed from then on, so that times compare.
-TARGET_VAL_LOSS = 6.0
-KEEP_AT = tuple(i / 10 for i in range(1, 10))  # kept checkpoints: the curve's points (+ the end)
-PHASES = ("forward", "backward", "optimizer", "ema")
-TOP_OPS = 15
 
 
 @dataclass
@@ -85,11 +76,6 @@ def synthetic_rows(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> np.n
     rows = np.random.default_rng(seed).integers(1000, vocab_size, (n, seq_len))
     rows[:, 0], rows[:, -1] = data.BERT_SPECIAL_IDS["cls"], data.BERT_SPECIAL_IDS["sep"]
     return rows.astype(np.uint16 if vocab_size <= 65535 else np.uint32)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def setup(bc: BenchConfig, mode: str, deterministic: str, steps: int):
@@ -156,243 +142,6 @@ def bench_mode(bc: BenchConfig, mode: str, peak_cache: dict) -> dict:
                 host_ms_per_step=round(1000 * host, 2),
                 ms_per_step_prefetched=round(1000 * with_prefetch, 2),
                 **{k: counts[k] for k in ("compile_fallbacks", "graph_breaks")}, **profiled)
-
-
-# ----------------------------------------------------------------------------- --profile
-
-def phased_step(run, batch: dict, step: int, total: int):
-    """train.train_step's phases, timed separately: the same calls in the same order as
-    train.train_step (keep the two in step), with each phase inside a torch.profiler
-    record_function range `bench/<phase>` and, on CUDA, a device sync at the end of each, so that
-    a phase's range holds its device work too. forward: the (compiled) forward under autocast;
-    backward: loss.backward(); optimizer: clip_grad_norm_ + fused AdamW (found_inf) + zero_grad;
-    ema: the target encoder's EMA update (jepa, hybrid). The lr assignment, the micro-batch
-    slicing and the stats fall outside every range. One process (the bench's): no DDP no_sync,
-    no all-reduce."""
-    cfg, opt = run.cfg, run.opt
-    if run.world != 1:
-        raise UserError("the bench's profile runs one process")
-    for group in opt.param_groups:
-        group["lr"] = train.lr_at(step, cfg, total)
-    stats = {}
-    for i in range(run.accum):
-        part = {k: v[i * run.micro:(i + 1) * run.micro] for k, v in batch.items()}
-        if run.device.type == "cuda":
-            part = {k: v.to(run.device, non_blocking=True) for k, v in part.items()}
-        if run.compiled:
-            torch._dynamo.mark_dynamic(part["context_idx"], 1)
-            torch._dynamo.mark_dynamic(part["target_idx"], 1)
-        with run.autocast():  # train_step runs the backward inside the autocast block too
-            with torch.profiler.record_function("bench/forward"):
-                loss, micro_stats = run.forward(part)
-                sync(run.device)
-            with torch.profiler.record_function("bench/backward"):
-                (loss / run.accum).backward()
-                sync(run.device)
-        micro_stats["loss"] = loss.detach()
-        for k, v in micro_stats.items():
-            stats[k] = stats.get(k, 0) + v.float() / run.accum
-    with torch.profiler.record_function("bench/optimizer"):
-        grad_norm = torch.nn.utils.clip_grad_norm_(run.raw.parameters(), cfg.grad_clip)
-        bad = ~(torch.isfinite(stats["loss"]) & torch.isfinite(grad_norm))
-        opt.found_inf = bad.float()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(run.device)
-    if run.raw.balanced:  # lambda_mode=balanced (not a phase: outside the ranges)
-        run.raw.observe_losses(torch.stack([stats["loss_jepa"], stats["loss_mlm"]]), bad)
-    if run.raw.target_encoder is not None:
-        with torch.profiler.record_function("bench/ema"):
-            model.ema_update(run.raw.target_encoder, run.raw.encoder,
-                             train.momentum_at(step, cfg, total))
-            sync(run.device)
-
-
-def _device_us(evt) -> float:
-    """An event's self time on the accelerator (µs); the attribute's name changed in torch 2.4."""
-    return float(getattr(evt, "self_device_time_total", getattr(evt, "self_cuda_time_total", 0)))
-
-
-def profile_steps(run, batches, start: int, total: int, n: int, timed_ms: float) -> dict:
-    """Where a warm step's time goes: one unprofiled phased_step, then n under torch.profiler
-    (CPU, + CUDA on CUDA). phases_ms: each bench/<phase> range's wall time per step, other_ms:
-    the rest of the profiled step (lr, slicing, stats, Python); top_ops: the TOP_OPS ops with the
-    most self CPU time per step (compiled regions count as one op each unless --profile_kernels).
-    The profiler's own overhead is in ms_per_step_profiled: compare it with timed_ms."""
-    import torch._inductor.config as inductor_config
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity
-    cuda = run.device.type == "cuda"
-    phased_step(run, batches[start], start, total)
-    sync(run.device)
-    graphs, walls = compiled_graphs(), []
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with torch.profiler.profile(activities=activities) as prof:
-        for s in range(start + 1, start + 1 + n):
-            t = time.perf_counter()
-            phased_step(run, batches[s], s, total)
-            sync(run.device)
-            walls.append(time.perf_counter() - t)
-    step_ms = 1000 * sum(walls) / n
-    phases = {p: 0.0 for p in PHASES}
-    for e in prof.events():
-        if e.device_type == DeviceType.CPU and e.name.startswith("bench/"):
-            phases[e.name[len("bench/"):]] += e.cpu_time_total / 1000 / n
-    if run.raw.target_encoder is None:
-        del phases["ema"]
-    other = step_ms - sum(phases.values())
-
-    def op(e) -> dict:
-        row = dict(name=e.key, self_cpu_ms=round(e.self_cpu_time_total / 1000 / n, 3),
-                   pct_of_step=round(100 * e.self_cpu_time_total / 1000 / n / step_ms, 2),
-                   calls_per_step=round(e.count / n, 2))
-        if cuda:
-            row["self_device_ms"] = round(_device_us(e) / 1000 / n, 3)
-        return row
-    ops = [e for e in prof.key_averages() if not e.key.startswith(("bench/", "ProfilerStep"))]
-    by_cpu = sorted(ops, key=lambda e: -e.self_cpu_time_total)
-    out = dict(steps=n, ms_per_step_profiled=round(step_ms, 3),
-               ms_per_step_timed=round(timed_ms, 2),
-               phases_ms={p: round(v, 3) for p, v in phases.items()},
-               phases_pct={p: round(100 * v / step_ms, 2) for p, v in phases.items()},
-               other_ms=round(other, 3), other_pct=round(100 * other / step_ms, 2),
-               self_cpu_ms_all_ops=round(sum(e.self_cpu_time_total for e in ops) / 1000 / n, 3),
-               top_ops=[op(e) for e in by_cpu[:TOP_OPS]],
-               recompiles_during_profile=compiled_graphs() - graphs,
-               activities=["cpu"] + (["cuda"] if cuda else []),
-               kernel_ranges=run.compiled and not cuda and bool(
-                   inductor_config.cpp.enable_kernel_profile))
-    if cuda:
-        by_device = sorted(ops, key=lambda e: -_device_us(e))
-        out["top_ops_device"] = [op(e) for e in by_device[:TOP_OPS] if _device_us(e) > 0]
-    return out
-
-
-def print_profile(results: list[dict]):
-    print("where a step's time goes (--profile; ms per step under the profiler, % of that step):")
-    print(f"{'mode':>6} {'step':>9} " + " ".join(f"{p:>16}" for p in PHASES + ("other",)))
-    for r in results:
-        p = r["profile"]
-        cells = [f"{p['phases_ms'][k]:8.1f} ({p['phases_pct'][k]:4.1f}%)" if k in p["phases_ms"]
-                 else f"{'-':>16}" for k in PHASES]
-        cells.append(f"{p['other_ms']:8.1f} ({p['other_pct']:4.1f}%)")
-        print(f"{r['mode']:>6} {p['ms_per_step_profiled']:9.1f} " + " ".join(cells))
-    for r in results:
-        top = r["profile"]["top_ops"][:5]
-        print(f"{r['mode']:>6} top ops by self CPU: " + "; ".join(
-            f"{o['name']} {o['self_cpu_ms']:.1f} ms ({o['pct_of_step']:.0f}%, "
-            f"{o['calls_per_step']:g}/step)" for o in top))
-
-
-# ----------------------------------------------------------------------------- --time_to_quality
-
-def ttq_train_command(bc: BenchConfig, out: Path) -> list[str]:
-    """train.py's flags for the recipe: MLM at the bench's preset, corpus and FLOP budget, kept
-    checkpoints at KEEP_AT; the bench's --dtype/--compile/--deterministic/--batch_size, then
-    --train_args (which win)."""
-    args = ["--mode=mlm", f"--preset={bc.preset}", f"--corpus={bc.corpus}",
-            f"--max_flops={bc.max_flops:g}", f"--keep_at={','.join(f'{f:g}' for f in KEEP_AT)}",
-            f"--out={out}"]
-    args += [f"--compile={bc.compile}"] if bc.compile != "auto" else []
-    args += [f"--deterministic={bc.deterministic}"] if bc.deterministic != "auto" else []
-    args += [f"--dtype={bc.dtype}"] if bc.dtype else []
-    args += [f"--batch_size={bc.batch_size}"] if bc.batch_size else []
-    return args + shlex.split(bc.train_args)
-
-
-def elapsed_at(log: list[dict], step: int) -> tuple[float, bool]:
-    """(seconds since the run's start at the end of `step`, whether interpolated): the log line
-    of that step, else linear between the log lines around it (log steps every --log_every)."""
-    recs = sorted((r for r in log if "elapsed" in r), key=lambda r: r["step"])
-    for r in recs:
-        if r["step"] == step:
-            return float(r["elapsed"]), False
-    before = [r for r in recs if r["step"] < step]
-    after = [r for r in recs if r["step"] > step]
-    if not before or not after:
-        raise UserError(f"no log line at or around step {step} in the run's log.jsonl")
-    a, b = before[-1], after[0]
-    w = (step - a["step"]) / (b["step"] - a["step"])
-    return a["elapsed"] + w * (b["elapsed"] - a["elapsed"]), True
-
-
-def crossing(curve: list[dict], target: float) -> dict:
-    """When the validation loss first reaches `target` (<=): linear in (elapsed, loss) between
-    the last point above it and the first at or below it; at or before the first point if that
-    one is already there (no earlier point to interpolate from); None if never."""
-    for i, p in enumerate(curve):
-        if p["val_mlm_loss"] <= target:
-            if i == 0:
-                return dict(reached=True, seconds=p["elapsed_s"], step=p["step"],
-                            between=[None, 0], note="at or before the first kept checkpoint")
-            a = curve[i - 1]
-            w = (a["val_mlm_loss"] - target) / (a["val_mlm_loss"] - p["val_mlm_loss"])
-            return dict(reached=True, seconds=round(a["elapsed_s"] + w * (p["elapsed_s"]
-                                                                          - a["elapsed_s"]), 3),
-                        step=round(a["step"] + w * (p["step"] - a["step"]), 2),
-                        between=[i - 1, i], note="interpolated")
-    return dict(reached=False, seconds=None, step=None, between=None, note="not reached")
-
-
-def time_to_quality(bc: BenchConfig) -> dict:
-    """Train the recipe in a fresh train.py process (its output goes to stderr) into --ttq_out,
-    or reuse the run there (--ttq_reuse); then the validation MLM loss
-    (study/recipe_search.py's validation_loss) of every kept checkpoint and the final one, with
-    the wall time the run's log.jsonl gives at its step, and when it first reaches the target."""
-    from lib.runs import read_log
-    from study import recipe_search
-    out = Path(bc.ttq_out)
-    args = ttq_train_command(bc, out)
-    if not bc.ttq_reuse:
-        if out.exists():  # the bench's own folder: a new measurement replaces the old one
-            shutil.rmtree(out)
-        print(f"time to quality: python train.py {shlex.join(args)}", file=sys.stderr,
-              flush=True)
-        rc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args],  # this cwd:
-                            stdout=2).returncode  # paths as given; fd 2: --json's stdout clean
-        if rc != 0:
-            raise UserError(f"time to quality: train.py exited with status {rc} (its output is "
-                            f"above): python train.py {shlex.join(args)}")
-    elif not (out / "ckpt.pt").exists():
-        raise UserError(f"--ttq_reuse: no run in --ttq_out={out}; run --time_to_quality without "
-                        f"--ttq_reuse first")
-    log = read_log(out)
-    conf = json.loads((out / "config.json").read_text())
-    rows = bc.val_rows or recipe_search.VAL_ROWS
-    points = [(f, out / f"ckpt-f{f:g}.pt") for f in KEEP_AT] + [(1.0, out / "ckpt.pt")]
-    curve, seen = [], set()
-    for fraction, path in points:
-        if not path.exists():
-            continue
-        step = int(model.load_checkpoint(path)["step"])
-        if step in seen:  # a short run: two fractions on one step keep one file
-            continue
-        seen.add(step)
-        elapsed, interpolated = elapsed_at(log, step)
-        curve.append(dict(fraction=fraction, step=step, elapsed_s=round(elapsed, 3),
-                          elapsed_interpolated=interpolated,
-                          **recipe_search.validation_loss(path, rows)))
-    curve.sort(key=lambda p: p["step"])
-    return dict(command=f"python train.py {shlex.join(args)}", out=str(out), corpus=bc.corpus,
-                max_flops=bc.max_flops, planned_steps=conf["planned_steps"],
-                wall_s=round(log[-1]["elapsed"], 3), target_val_loss=bc.target_val_loss,
-                target_is_placeholder=bc.target_val_loss == TARGET_VAL_LOSS,
-                curve=curve, **crossing(curve, bc.target_val_loss))
-
-
-def print_time_to_quality(t: dict):
-    print(f"time to quality ({t['command']}): {t['planned_steps']} steps in "
-          f"{t['wall_s'] / 60:.1f} min; validation MLM loss by checkpoint:")
-    for p in t["curve"]:
-        print(f"  step {p['step']:>6} ({p['fraction']:.1f})  {p['elapsed_s']:8.1f} s"
-              f"{'*' if p['elapsed_interpolated'] else ' '}  val loss {p['val_mlm_loss']:.4f}")
-    placeholder = " (a placeholder target)" if t["target_is_placeholder"] else ""
-    if t["reached"]:
-        print(f"  val loss {t['target_val_loss']:g}{placeholder} reached at {t['seconds']:.1f} s "
-              f"= {t['seconds'] / 60:.2f} min (step {t['step']:g}, {t['note']})")
-    else:
-        print(f"  val loss {t['target_val_loss']:g}{placeholder}: not reached")
-    print("  (* elapsed interpolated between the log lines around the step)")
 
 
 def determinism_cost(bc: BenchConfig, mode: str, rounds: int = 8) -> dict:
