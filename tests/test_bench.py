@@ -104,7 +104,7 @@ def test_time_to_quality_curve_and_crossing(tmp_path, monkeypatch, capsys):
     assert all(p["val_rows"] > 0 and p["val_mlm_loss"] > 0 for p in curve)
     assert not curve[-1]["elapsed_interpolated"]  # the last step is always logged
     assert t["reached"] and t["seconds"] == elapsed[0] and t["between"] == [None, 0]
-    assert not t["target_is_placeholder"]
+    assert not t["target_is_the_fixed_one"]
 
     def measure(target: float) -> dict:
         assert bench.main(flags + ["--ttq_reuse", f"--target_val_loss={target}"]) == 0
