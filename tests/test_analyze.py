@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import scipy.stats
 from probe_fixtures import bert_random_like, save_checkpoint, write_glue
 
 import analyze
@@ -262,7 +263,9 @@ def test_an_analysis_made_with_other_settings_is_not_reused_and_says_why(runs, t
 
 def test_an_a_a_comparison_of_two_groups_of_one_method_finds_no_difference(tmp_path, monkeypatch):
     """Two runs against two runs of the same method (here: random inits, 4 seeds): the unit is
-    the run (Welch over seeds), and after Holm's correction nothing is significant."""
+    the run (Welch over seeds), each p is scipy's Welch test of the runs' values in the cells
+    (2 vs 2: Welch's df here 1.0 to 2.0, so Student's df = 2 gives other p's, e.g. 0.42 for 0.5),
+    p_adj is Holm's of the pair's family, and after it nothing is significant."""
     write_glue(tmp_path / "data", n_train=80, n_dev=30, tasks=("sst2",))
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
@@ -280,6 +283,15 @@ def test_an_a_a_comparison_of_two_groups_of_one_method_finds_no_difference(tmp_p
     assert pair["unit"].startswith("runs") and pair["family"] >= 9
     tested = [c for c in r["comparisons"] if c["p"] is not None]
     assert all(c["test"] == "welch" and c["a_sd"] is not None for c in tested)
+    cell = {(c["task"], c["pool"], c["model"]): c["metrics"] for c in r["cells"]}
+    for c in tested:  # the JSON's p has 4 significant digits, the cells' values 6 decimals
+        a, b = ([cell[c["task"], c["pool"], m][c["metric"]]["value"] for m in pair[side]]
+                for side in ("a", "b"))
+        want = scipy.stats.ttest_ind_from_stats(np.mean(a), np.std(a, ddof=1), 2, np.mean(b),
+                                                np.std(b, ddof=1), 2, equal_var=False)
+        assert c["p"] == pytest.approx(want.pvalue, rel=1e-3), c["metric"]
+    assert [c["p_adj"] for c in tested] == [float(f"{q:.4g}")
+                                            for q in stats.holm([c["p"] for c in tested])]
     assert not [c["metric"] for c in tested if c["p_adj"] < analyze.ALPHA]
     with pytest.raises(analyze.UserError, match="mlm-1 is on both sides"):
         analyze.resolve_pairs(dataclasses.replace(analyze.AnalyzeConfig(), compare=("mlm-1/mlm",)),
@@ -300,13 +312,30 @@ def test_bad_flags_are_user_errors(flags, message, tmp_path, monkeypatch):
 
 
 def test_random_baseline_on_real_sst2(mirror, tmp_path, monkeypatch):
-    """The mirror's SST-2 dev set with the random encoder: runs, and a random encoder is not
-    collapsed (effective rank well above 1) nor perfectly lexical."""
+    """The mirror's SST-2 dev set with a random d128 encoder (mean pooling, 200 dev examples,
+    probes fitted on 500 train examples). Bands a broken probe or metric falls out of, measured
+    today (values [95% CIs]):
+    - semantic probe 56.31 [53.10, 59.40]: its CI above the majority baseline (50.92) and below
+      bag-of-words (65.94), both fitted in this run. A probe at chance (shuffled labels, zero
+      features) is the majority's 50.92 or 50 +- 1.7, which clears by its CI 0.7% of the time.
+    - lexical AUC 0.865 [0.851, 0.879], CI inside (0.75, 0.95): lexical labels shuffled across
+      the fit examples give 0.507 [0.482, 0.532] (chance is 0.5); a probe fitted on the scored
+      dev examples themselves 0.999. Lexical F1 0.534 [0.512, 0.556], CI inside (0.3, 0.75):
+      0.059 and 0.855 for those two (predicting each token's train majority scores 0).
+    - effective rank 73.3 [71.5, 75.1] of 128 dimensions, inside (66, 81), +-10%: without the
+      square root (the entropy of the eigenvalues, not of the singular values) it is 32.4,
+      uncentred (RankMe) 60.6, a collapsed encoder 1; zero features give no value at all."""
     monkeypatch.chdir(tmp_path)
     like = bert_random_like(tmp_path / "like.pt")
     r = analyze.analyze(analyze.AnalyzeConfig(runs=(), tasks=("sst2",), pools=("mean",), n=200,
                                   probe_args=f"--max_train=500 --random_like={like}",
                                   lex_train=500, bootstrap=20, permutations=20, out="a",
                                   figures=False))
-    cell = r["cells"][0]["metrics"]
-    assert cell["effective_rank"]["value"] > 5 and 0.5 < cell["lexical_auc"]["value"] < 1
+    cell, base = r["cells"][0]["metrics"], r["baselines"]["sst2"]
+    lo, hi = cell["semantic_probe"]["ci"]
+    assert base["majority"]["value"] < lo and hi < base["bow"]["value"], (lo, hi, base)
+    assert r["tasks"]["sst2"]["lexical_majority_f1"] < cell["lexical_f1"]["ci"][0]
+    for metric, (floor, ceiling) in dict(lexical_auc=(0.75, 0.95), lexical_f1=(0.3, 0.75),
+                                         effective_rank=(66, 81)).items():
+        lo, hi = cell[metric]["ci"]
+        assert floor < lo <= cell[metric]["value"] <= hi < ceiling, (metric, cell[metric])

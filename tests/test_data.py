@@ -327,18 +327,44 @@ def test_second_prepare_reads_meta_and_does_no_work(corpus, monkeypatch):
     assert data.prepare_corpus(corpus[0], "wordpiece-300", seq_len=32) == first
 
 
+# A DDP rank of test_concurrent_preparations_build_once_and_agree: it waits at a barrier (a file
+# per rank in argv[2], until all argv[3] are there) right before it takes the corpus's lock, that
+# is after it has seen that no rank has prepared the corpus yet.
+RANK = """import data, hashlib, json, os, sys, time
+from pathlib import Path
+barrier, ranks, real = Path(sys.argv[2]), int(sys.argv[3]), data.exclusive
+def exclusive_after_barrier(path):
+    data.exclusive = real  # the first lock only (the corpus's; the tokenizer's comes inside it)
+    (barrier / str(os.getpid())).touch()
+    t = time.time()
+    while len(list(barrier.iterdir())) < ranks:
+        assert time.time() - t < 60, 'the other ranks never came'
+        time.sleep(0.005)
+    return real(path)
+data.exclusive = exclusive_after_barrier
+meta = data.prepare_corpus(sys.argv[1], 'wordpiece-300')
+tok = data.load_tokenizer('wordpiece-300', sys.argv[1]).to_str().encode()
+print(json.dumps(meta), hashlib.sha256(tok).hexdigest())"""
+
+
 @pytest.mark.faults
-def test_concurrent_preparations_build_once_and_agree(corpus):
-    """Every DDP rank calls load_tokenizer and load_rows at start-up, at the same moment."""
-    code = ("import data, hashlib, json, sys"
-            "; meta = data.prepare_corpus(sys.argv[1], 'wordpiece-300')"
-            "; tok = data.load_tokenizer('wordpiece-300', sys.argv[1]).to_str().encode()"
-            "; print(json.dumps(meta), hashlib.sha256(tok).hexdigest())")
-    ranks = [subprocess.Popen([sys.executable, "-c", code, corpus[0]], env=os.environ,
-                              cwd=Path(data.__file__).parent, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL) for _ in range(3)]
-    outputs = {rank.communicate()[0] for rank in ranks}
-    assert all(rank.returncode == 0 for rank in ranks) and len(outputs) == 1
+def test_concurrent_preparations_build_once_and_agree(corpus, tmp_path):
+    """Every DDP rank calls load_tokenizer and load_rows at start-up, at the same moment. Forced
+    here: each rank stops at a barrier after finding no meta.json, so all of them would build;
+    the lock lets exactly one train the tokenizer and pack the rows (its stderr alone shows
+    it), the others wait and read its files. Without the lock all three build at once."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    logs = [tmp_path / f"rank{i}.err" for i in range(3)]
+    ranks = [subprocess.Popen([sys.executable, "-c", RANK, corpus[0], str(barrier), "3"],
+                              env=os.environ, cwd=Path(data.__file__).parent,
+                              stdout=subprocess.PIPE, stderr=log.open("w")) for log in logs]
+    outputs = {rank.communicate(timeout=120)[0] for rank in ranks}
+    errs = [log.read_text() for log in logs]
+    assert [rank.returncode for rank in ranks] == [0, 0, 0], errs
+    assert len(outputs) == 1 and len(list(barrier.iterdir())) == 3
+    assert sum("training wordpiece-300 on" in e for e in errs) == 1, errs  # the tokenizer, once
+    assert sum(f"tokenising {corpus[0]} train" in e for e in errs) == 1, errs  # the rows, once
 
 
 @pytest.mark.faults

@@ -196,6 +196,6 @@ def test_gpu_resume_and_kernels_on_cuda(work):
     corpus, tmp_path, env = work
     [r] = gpu_check.check_resume(gpu_check.CheckConfig(steps=10), corpus, tmp_path, env, "cuda",
                                  dets=("true",))
-    assert r["status"] == "PASS", r  # the unverified CUDA bit-exactness claim (docs/reproducibility.md)
+    assert r["status"] == "PASS", r  # the unverified CUDA bit-exactness (docs/reproducibility.md)
     [r] = gpu_check.check_kernels(gpu_check.CheckConfig(), "cuda")
     assert r["status"] == "PASS", r

@@ -4,7 +4,8 @@ synthetic data where the truth is known by construction; the corrections and the
 agree with hand-computed values and closed forms.
 
 Calibration: false-positive rate <= MAX_FPR over SIMS simulations (a binomial's standard error
-at 0.05 is 0.015 for 200 of them, so 0.08 is two of those above). The simulations are seeded:
+at 0.05 is 0.015 for 200 of them, so 0.08 is two of those above); Welch's test over runs, whose
+size is known (WELCH_SIZE_BANDS), is held inside a two-sided band. The simulations are seeded:
 the same numbers every run."""
 import numpy as np
 import pytest
@@ -98,14 +99,15 @@ def probe_rejections(sims: int, acc_b: float, n=200, resamples=100, seed=0) -> d
     return {k: v / sims for k, v in hits.items()}
 
 
-def seed_rejections(sims: int, delta: float, runs=4, seed=0) -> float:
+def seed_rejections(sims: int, delta: float, runs=(4, 4), sds=(1.0, 1.0), seed=0) -> float:
     """Rejection rate of Welch's test between two methods' runs: a run's value = the method's
-    mean + seed noise (sd 1) + the examples' noise that every run shares (the same dev set)."""
+    mean + seed noise (sd sds[side]) + the examples' noise that every run shares (the same dev
+    set); runs[side] runs a side."""
     rng, hits = np.random.default_rng(seed), 0
     for _ in range(sims):
         shared = rng.normal()
-        a = shared + rng.normal(size=runs)
-        b = shared + delta + rng.normal(size=runs)
+        a = shared + sds[0] * rng.normal(size=runs[0])
+        b = shared + delta + sds[1] * rng.normal(size=runs[1])
         hits += stats.welch(a, b)[0] < ALPHA
     return hits / sims
 
@@ -143,9 +145,27 @@ def test_probe_tests_find_fifteen_points_of_accuracy():
     assert rates["bootstrap spearman"] >= MIN_POWER
 
 
-def test_seed_level_test_is_calibrated_and_finds_three_seed_sds():
-    assert seed_rejections(4000, 0.0) <= MAX_FPR
-    assert seed_rejections(400, 3.0, runs=4, seed=1) >= MIN_POWER
+# Welch's test is not exact: its size depends on the design. Reference sizes at alpha = 0.05, from
+# 4,000,000 seeded normal draws each of a vectorised Welch (2 sf(|t|, Welch-Satterthwaite df)):
+# 3 vs 3, equal sds: 0.0351 (+-0.0001); Welch is conservative here, its df (<= 4) is below
+# Student's n1 + n2 - 2 = 4, whose size is 0.0500. 3 vs 6 runs, sds 3 : 1 (the noisy side the
+# small one): 0.0680 (+-0.0001); Student's t is 0.169 there, a z-test (df = inf) far more. The
+# bands are these +-3.5 binomial standard errors of 4000 draws (0.0029 and 0.0040). Measured with
+# this file's seed: 0.0328 and 0.0745; Student's df gives 0.046 and 0.122-0.170, a one-sided p
+# 0.073 and 0.118, a z-test 0.113 and 0.165, a test that never rejects 0: each falls outside the
+# bands (Student's df at 3 vs 3 only just: its size 0.050 is 1.5 standard errors above the band,
+# so it is the second design, and test_welch_p_ci_and_df_equal_scipys, that pin the df).
+WELCH_SIZE_BANDS = {((3, 3), (1.0, 1.0)): (0.025, 0.045), ((3, 6), (3.0, 1.0)): (0.054, 0.082)}
+
+
+@pytest.mark.parametrize("runs, sds", list(WELCH_SIZE_BANDS), ids=["3v3", "3v6-sds-3to1"])
+def test_seed_level_test_has_welchs_size_under_the_null(runs, sds):
+    lo, hi = WELCH_SIZE_BANDS[runs, sds]
+    assert lo <= seed_rejections(4000, 0.0, runs=runs, sds=sds) <= hi
+
+
+def test_seed_level_test_finds_three_seed_sds():
+    assert seed_rejections(400, 3.0, runs=(4, 4), seed=1) >= MIN_POWER
 
 
 def test_an_a_a_comparison_is_no_difference_after_holm_in_most_studies():
@@ -200,12 +220,31 @@ def test_bootstrap_p_of_a_mean_is_the_z_test():
     assert stats.bootstrap_p(0.0, np.zeros(10)) == 1.0 and stats.bootstrap_p(1.0, [1.0]) is None
 
 
-def test_welch_matches_scipy_and_needs_two_runs_a_side():
-    a, b = np.array([1.0, 2.5, 1.7]), np.array([2.2, 3.9, 3.1, 2.8])
+WELCH_CASES = {  # fixed runs' values a, b: small sides as in the study, equal and unequal sds
+    "2v2": ([1.0, 2.0], [1.5, 3.5]), "2v3": ([0.3, 0.9], [1.1, 1.4, 2.0]),
+    "3v3": ([1.0, 2.5, 1.7], [2.2, 3.9, 3.1]), "3v4": ([1.0, 2.5, 1.7], [2.2, 3.9, 3.1, 2.8]),
+    "3v5-sds-100to1": ([10.0, 14.0, 7.0], [9.9, 10.1, 10.0, 10.2, 9.8]),
+    "4v2-sds-1to40": ([0.51, 0.52, 0.50, 0.53], [0.2, 0.9]),
+    "3v3-p-2e-9": ([0.0, 0.01, 0.03], [5.0, 5.02, 5.01])}
+
+
+@pytest.mark.parametrize("case", list(WELCH_CASES))
+def test_welch_p_ci_and_df_equal_scipys(case):
+    """stats.welch against scipy's Welch test to 1e-12 (today they agree to the last bit or
+    two): the p, the CI, and through the CI's half-width t_{0.975, df} * se the degrees of
+    freedom, Welch-Satterthwaite's (between 1.0 and 4.3 here; Student's n1 + n2 - 2 is 2 to 7)."""
+    a, b = WELCH_CASES[case]
     want = scipy.stats.ttest_ind(a, b, equal_var=False)
     p, ci = stats.welch(a, b)
-    assert p == pytest.approx(want.pvalue)
-    assert ci == pytest.approx(list(want.confidence_interval(0.95)))
+    assert p == pytest.approx(want.pvalue, rel=1e-12, abs=0)
+    assert ci == pytest.approx(list(want.confidence_interval(0.95)), rel=1e-12, abs=0)
+    se = (np.mean(a) - np.mean(b)) / want.statistic
+    t_df = (ci[1] - ci[0]) / 2 / se  # = student_t.ppf(0.975, the df stats.welch used)
+    assert t_df == pytest.approx(scipy.stats.t.ppf(0.975, want.df), rel=1e-12, abs=0)
+
+
+def test_welch_needs_two_runs_a_side_and_some_spread():
+    b = [2.2, 3.9, 3.1, 2.8]
     assert (stats.welch([1.0], b) == (None, None)
             and stats.welch([1.0, 1.0], [1.0, 1.0]) == (None, None))
 
