@@ -34,11 +34,12 @@ BUDGET ?=
 ARMS   ?= hybrid mlm
 SEEDS  ?=
 ARGS   ?=
+JOBS   ?=
 comma  := ,
 empty  :=
 space  := $(empty) $(empty)
 
-.PHONY: test faults pretrain probe analyze paper recipe-search bench gpu-check smoke clean-venv \
+.PHONY: test faults pretrain probe analyze paper curve recipe-search bench gpu-check smoke clean-venv \
         check-python check-python-paper
 
 ifneq ($(VENV),)
@@ -89,6 +90,12 @@ endif
 
 paper: $(PAPER_READY)
 	$(PY) -m study.study --preset=$(or $(PRESET),tiny) --arms=$(subst $(space),$(comma),$(strip $(ARMS))) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(if $(SEEDS),--seeds=$(SEEDS)) $(ARGS)
+
+# The compute curve (study/jobs.py): every job (3 seeds of hybrid and MLM at 2e14 FLOPs, 3 random
+# inits), or the ones named (JOBS="hybrid:1 mlm:1"; JOBS=none: none), then the merge of every
+# complete job folder into out/curve/report.md. Each job is also a plain command of its own.
+curve: $(PAPER_READY)
+	$(PY) -m study.jobs $(if $(JOBS),--jobs=$(subst $(space),$(comma),$(strip $(JOBS)))) $(if $(PRESET),--preset=$(PRESET)) $(if $(BUDGET),--budget=$(BUDGET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(ARGS)
 
 # The tiny preset's recipe search (~10 min per candidate here): each run's train-side selection
 # signals (study/recipe_search.py) -> results/recipe-search/<run>.json and the table in its README.md.

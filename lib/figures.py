@@ -141,3 +141,44 @@ def seed_bars(ax, analysis: dict, groups: dict, colour: dict, metric: str, keys:
                 ax.scatter([j + i * width] * len(values), values, s=8, color="k", zorder=3)
         ax.bar(xs, means, width, color=colour[arm], label=arm)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [label(k) for k in keys], fontsize=7)
+
+
+def curve_figure(points: list[dict], metrics, out: Path) -> dict | None:
+    """make curve's figure: each metric of each task against training FLOPs, an arm's mean over
+    its seeds with +- sd bars and a dot per seed; the random inits' mean (dashed) and spread
+    (band) -> {PNG name: what it shows}; None without matplotlib or points."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not points:
+        return None
+    tasks = list(points[0]["metrics"])
+    arms = list(dict.fromkeys(p["arm"] for p in points if p["arm"] != "random"))
+    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(3.4 * len(metrics),
+                                                                2.9 * len(tasks)), squeeze=False)
+    for row, task in zip(axes, tasks):
+        for ax, metric in zip(row, metrics):
+            for i, arm in enumerate(arms):
+                pts = sorted((p for p in points if p["arm"] == arm), key=lambda p: p["flops"])
+                s = [p["metrics"][task][metric] for p in pts]
+                x = [p["flops"] for p in pts]
+                ax.errorbar(x, [v["mean"] for v in s], [v["sd"] or 0 for v in s], fmt="o-",
+                            color=f"C{i}", ms=3, capsize=2, label=arm)
+                for xi, v in zip(x, s):
+                    ax.scatter([xi] * len(v["values"]), v["values"], s=5, color=f"C{i}",
+                               alpha=0.5)
+            rand = next((p["metrics"][task][metric] for p in points if p["arm"] == "random"),
+                        None)
+            if rand:
+                ax.axhline(rand["mean"], color="grey", ls="--", lw=1, label="random init")
+                ax.axhspan(min(rand["values"]), max(rand["values"]), color="grey", alpha=0.15)
+            ax.set_title(f"{task}: {metric}", fontsize=9)
+            ax.set_xlabel("training FLOPs", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    return {save(fig, out / "curve.png"): "probe score and geometry against training FLOPs: "
+                                          "mean +- sd over seeds, dots = seeds; dashed and band: "
+                                          "the random inits' mean and range"}

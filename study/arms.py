@@ -3,6 +3,9 @@ folders, the random-weight encoders beside them, and whether an arm's run is new
 done. The study (study.py) and its report (report.py) share these."""
 import dataclasses
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -14,7 +17,40 @@ import model
 from lib import provenance
 from lib.cli import UserError
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 CURVE_TASKS = ("sst2", "stsb")  # the learning curve's probes (mean pooling)
+# Trained poolers are fitted on token states (3 encoders x 2 poolers x 4 tasks, in the probes and
+# again in the analysis): a weighted pooler on 2,000 STS-B pairs took up to 6 minutes per probe
+# on a busy 2-core CPU. 1,000 examples and 50 L-BFGS steps keep them within the 90 minutes.
+PROBE_ARGS = "--pooler_cap=1000 --max_iter=50"
+
+
+def train_argv(arm: str, seed: int, preset: str, budget: float, run: Path, corpus: str = "",
+               keep_at=(), train_args: str = "") -> list[str]:
+    """train.py's flags for one seed of an arm at a FLOP budget, into folder `run`."""
+    mode, lambda_mode = parse_arm(arm)
+    return [f"--mode={mode}", f"--preset={preset}", f"--max_flops={budget:g}", f"--out={run}",
+            f"--seed={seed}", *([f"--corpus={corpus}"] if corpus else []),
+            *([f"--keep_at={','.join(map(str, keep_at))}"] if keep_at else []),
+            *shlex.split(train_args),
+            *([f"--lambda_mode={lambda_mode}"] if lambda_mode else [])]  # last: it wins
+
+
+def train_run(argv: list[str], what: str) -> str:
+    """Train the run of train.py flags `argv` (its --out) unless it is done, resuming an unfinished
+    one, in a process of its own so that a crash costs this run only -> "" once it is done, else
+    why not."""
+    run = Path(next(a for a in reversed(argv) if a.startswith("--out="))[len("--out="):])
+    status = arm_status(run, argv)
+    if status == "done":
+        return ""
+    cmd = [sys.executable, str(ROOT / "train.py"), *argv,
+           *(["--resume"] if status == "unfinished" else [])]
+    shown = shlex.join(cmd).replace(f"{ROOT}/", "")  # no machine paths in logs
+    print(f"{what} ({status}): {shown}", file=sys.stderr, flush=True)
+    code = subprocess.run(cmd).returncode
+    return "" if code == 0 else (f"train.py exited with status {code}; see above, then re-run "
+                                 "to resume it")
 
 
 def arm_status(run: Path, argv: list[str]) -> str:

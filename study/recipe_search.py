@@ -30,7 +30,7 @@ import model
 import probe
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
 from lib.runs import read_log, wall_time
-from study.study import PROBE_ARGS  # the study's probe flags: selected as it will be run
+from study.arms import PROBE_ARGS  # the study's probe flags: selected as it will be run
 
 VAL_ROWS = 2048
 VAL_SEED = 1234         # mask draws of the validation loss: stream VAL_SEED, chunk i

@@ -17,8 +17,6 @@ weights, data, code; anything else is redone, saying why). Tasks whose data is m
 are skipped and reported.
 """
 import shlex
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +28,10 @@ import probe
 from lib import glue
 from lib.cli import UserError, atomic_write, parse_flags, run_cli
 from lib.download import portable
-from study.arms import CURVE_TASKS, arm_folder, arm_method, arm_of, arm_status, parse_arm
+from study.arms import (CURVE_TASKS, PROBE_ARGS, arm_folder, arm_method, arm_of, parse_arm,
+                        train_argv, train_run)
 from study.report import report
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository
-# Trained poolers are fitted on token states (3 encoders x 2 poolers x 4 tasks, in the probes and
-# again in the analysis): a weighted pooler on 2,000 STS-B pairs took up to 6 minutes per probe
-# on a busy 2-core CPU. 1,000 examples and 50 L-BFGS steps keep them within the 90 minutes.
-PROBE_ARGS = "--pooler_cap=1000 --max_iter=50"
 
 
 @dataclass
@@ -77,29 +71,14 @@ def train_arms(cfg: StudyConfig, budget: float, errors: dict) -> dict[str, Path]
     finished run}; seed 0 keeps the learning-curve checkpoints."""
     finished = {}
     for arm in cfg.arms:
-        mode, lambda_mode = parse_arm(arm)
         for seed in range(cfg.seeds):
             run = Path(cfg.out) / arm_folder(arm, cfg.preset, seed)
-            # the arm's lambda_mode last: it wins over one in train_args
-            argv = [f"--mode={mode}", f"--preset={cfg.preset}", f"--max_flops={budget:g}",
-                    f"--out={run}", f"--seed={seed}",
-                    *([f"--corpus={cfg.corpus}"] if cfg.corpus else []),
-                    *([f"--keep_at={','.join(map(str, cfg.curve))}"] if cfg.curve and not seed
-                      else []),
-                    *shlex.split(cfg.train_args),
-                    *([f"--lambda_mode={lambda_mode}"] if lambda_mode else [])]
-            status = arm_status(run, argv)
-            if status != "done":
-                cmd = [sys.executable, str(ROOT / "train.py"), *argv,
-                       *(["--resume"] if status == "unfinished" else [])]
-                shown = shlex.join(cmd).replace(f"{ROOT}/", "")  # no machine paths in logs
-                print(f"paper: training {arm} seed {seed} ({status}): {shown}",
-                      file=sys.stderr, flush=True)
-                code = subprocess.run(cmd).returncode
-                if code != 0:
-                    errors[f"train {run.name}"] = f"train.py exited with status {code}; see " \
-                                                  "above, then re-run to resume it"
-                    continue
+            argv = train_argv(arm, seed, cfg.preset, budget, run, cfg.corpus,
+                              cfg.curve if not seed else (), cfg.train_args)
+            why = train_run(argv, f"paper: training {arm} seed {seed}")
+            if why:
+                errors[f"train {run.name}"] = why
+                continue
             finished[run.name] = run
     return finished
 

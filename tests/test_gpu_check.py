@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import lib.download
+import model
 from lib import hardware
 from tools import gpu_check
 
@@ -67,7 +68,7 @@ def test_without_cuda_every_check_is_a_skip_with_the_reason(tmp_path):
     report = json.loads((tmp_path / "g.json").read_text())
     assert [r["status"] for r in report["results"]] == ["SKIP"] * 5
     assert all("no CUDA device" in r["detail"] for r in report["results"])
-    assert "SKIP  flash attention" in out.stdout
+    assert "SKIP  attention kernel" in out.stdout
 
 
 def test_without_cuda_the_cli_runs_the_cpu_halves_and_skips_the_cuda_ones(tmp_path, monkeypatch,
@@ -77,10 +78,10 @@ def test_without_cuda_the_cli_runs_the_cpu_halves_and_skips_the_cuda_ones(tmp_pa
     assert code == 0
     report = json.loads((tmp_path / "g.json").read_text())
     got = [(r["check"], r["device"], r["status"]) for r in report["results"]]
-    assert got == [("probe features", "cpu+cpu", "SKIP"), ("flash attention", "cpu", "PASS"),
-                   ("probe features", "cpu+cuda", "SKIP"), ("flash attention", "cuda", "SKIP")]
+    assert got == [("probe features", "cpu+cpu", "SKIP"), ("attention kernel", "cpu", "PASS"),
+                   ("probe features", "cpu+cuda", "SKIP"), ("attention kernel", "cuda", "SKIP")]
     assert report["checked_on"] == "cpu"
-    assert "SKIP  flash attention  cuda" in capsys.readouterr().out
+    assert "SKIP  attention kernel  cuda" in capsys.readouterr().out
     with pytest.raises(gpu_check.UserError, match="--checks=flash: expected some of bench"):
         gpu_check.main(["--checks=flash"])
 
@@ -157,11 +158,16 @@ def test_probe_features_skip_at_once_without_the_data(tmp_path, monkeypatch):
     assert r["status"] == "SKIP" and "no CUDA device" in r["detail"]
 
 
-def test_the_kernel_report_finds_flash_attention_on_cpu():
+def test_the_kernel_report_finds_the_written_out_attention_on_cpu(monkeypatch):
     [r] = gpu_check.check_kernels(gpu_check.CheckConfig(), "cpu")
     assert r["status"] == "PASS" and r["device"] == "cpu", r
+    assert r["attention_kernels"] == [] and "aten::_softmax found" in r["detail"]
+    # a CPU step that runs SDPA (the old attention) is reported, and fails
+    monkeypatch.setattr(model, "attention", lambda q, k, v, m=None:
+                        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m))
+    [r] = gpu_check.check_kernels(gpu_check.CheckConfig(), "cpu")
+    assert r["status"] == "FAIL"
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in r["attention_kernels"]
-    assert r["detail"].startswith("kernels: ") and "flash" in r["detail"]
 
 
 def test_ridge_accuracy_separates_separable_data():

@@ -18,12 +18,12 @@ import train
 from lib import markdown
 from lib.cli import UserError
 from lib.runs import wall_time
-from study import study
+from study import arms, study
 
 BUDGET = 2e9  # FLOPs per arm: ~20 MLM steps, ~9 hybrid steps of the tiny test model
 
 
-REAL_RUN = subprocess.run  # study.subprocess is this module: patching its run patches it here
+REAL_RUN = subprocess.run  # arms.subprocess is this module: patching its run patches it here
 
 
 def train_in_process(cmd, **kwargs):
@@ -97,7 +97,7 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
     assert "000_46df8af9111881c7.txt" in report  # the original's numbers name their source
 
     stamp = (out / "analysis/analysis.json").stat().st_mtime_ns
-    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(arms.subprocess, "run", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(probe, "probe_and_save", lambda *a, **k: pytest.fail("probed again"))
     assert study.main(flags) == 0
     assert (out / "analysis/analysis.json").stat().st_mtime_ns == stamp
@@ -107,7 +107,7 @@ def test_paper_runs_end_to_end_and_resumes_only_what_is_unfinished(flags, tmp_pa
     conf["planned_steps"] += 5
     conf_path.write_text(json.dumps(conf))
     calls = []
-    monkeypatch.setattr(study.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
+    monkeypatch.setattr(arms.subprocess, "run", lambda cmd, **k: calls.append(cmd) or
                         subprocess.CompletedProcess(cmd, 0))
     assert study.main(flags) == 0
     assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" in calls[0]
@@ -119,7 +119,7 @@ def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeyp
 
     def hybrid_crashes(cmd, **k):
         return subprocess.CompletedProcess(cmd, 1) if "--mode=hybrid" in cmd else real(cmd, **k)
-    monkeypatch.setattr(study.subprocess, "run", hybrid_crashes)
+    monkeypatch.setattr(arms.subprocess, "run", hybrid_crashes)
     flags = [f for f in flags if not f.startswith(("--tasks", "--pools"))] + [
         "--tasks=sst2", "--pools=mean"]
     with pytest.raises(study.UserError, match=r"^1 stage\(s\) failed: train hybrid-tiny; re-run"):
@@ -134,7 +134,7 @@ def test_a_crashed_arm_is_reported_and_the_others_go_on(flags, tmp_path, monkeyp
     def recorded(cmd, **k):
         calls.extend([cmd] if cmd[0] != "git" else [])  # git: train.py's own, in this process
         return real(cmd, **k)
-    monkeypatch.setattr(study.subprocess, "run", recorded)
+    monkeypatch.setattr(arms.subprocess, "run", recorded)
     assert study.main(flags) == 0
     assert len(calls) == 1 and "--mode=hybrid" in calls[0] and "--resume" not in calls[0]
     assert "| hybrid-tiny | " in (tmp_path / "out/paper/report.md").read_text()
@@ -160,7 +160,7 @@ def test_seeds_give_each_arm_runs_a_seed_level_test_and_a_learning_curve(flags, 
     """--seeds=2: two resumable run folders per arm (train.py --seed=0, 1), two random inits,
     the analysis compares the arms over seeds (Welch, the seed as unit), seed 0 keeps and
     probes the learning-curve checkpoints, and the report shows mean ± sd per arm."""
-    monkeypatch.setattr(study.subprocess, "run", train_in_process)
+    monkeypatch.setattr(arms.subprocess, "run", train_in_process)
     flags = [f for f in flags if not f.startswith(("--baselines", "--tasks", "--pools", "--curve"))]
     assert study.main([*flags, "--seeds=2", "--baselines=random,majority",
                        "--tasks=sst2", "--pools=mean"]) == 0
