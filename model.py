@@ -35,8 +35,8 @@ class ModelConfig:
 def attention(q, k, v, attn_mask=None):
     """softmax(q k^T / sqrt(d_head)) v over the keys attn_mask keeps (True: a real token). On the
     CPU written out, so that torch.compile fuses it: at the tiny preset's 64 positions and 32-wide
-    heads, SDPA's CPU flash kernel took 36-45% of a training step and this is ~2.5x faster
-    (docs/performance.md). On a GPU, SDPA (flash or memory-efficient kernels)."""
+    heads, SDPA's CPU flash kernel took 36-45% of a training step, and the step is 1.5-2x faster
+    so (docs/performance.md). On a GPU, SDPA (flash or memory-efficient kernels)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, T)

@@ -212,8 +212,8 @@ def test_arms_name_a_mode_and_an_optional_lambda_mode():
 
 def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(arms.subprocess, "run", train_in_process)
-    arms = "--arms=hybrid,hybrid:balanced"
-    assert study.main([*flags, arms, "--tasks=sst2", "--pools=mean"]) == 0
+    assert study.main([*flags, "--arms=hybrid,hybrid:balanced", "--tasks=sst2",
+                       "--pools=mean"]) == 0
     out = tmp_path / "out/paper"
     conf = json.loads((out / "hybrid-balanced-tiny/config.json").read_text())
     assert conf["config"]["lambda_mode"] == "balanced"
