@@ -63,6 +63,7 @@ class TrainConfig:
     skip_nonfinite: int = 0         # tolerate this many steps with a non-finite loss (skipped)
     inject_nan_at: int = -1         # test hook: make the loss of this step NaN
     stop_at: int = -1               # test hook: after this step, stop as if SIGTERM had come
+    fail_at: int = -1               # test hook: rank 0 fails writing this step's checkpoint
 
 
 PRESETS = {  # sizes from SPEC 2; `small` is the original's 512x6 model (34.8M parameters)
@@ -83,7 +84,7 @@ PRESETS = {  # sizes from SPEC 2; `small` is the original's 512x6 model (34.8M p
 }
 RESUME_MAY_CHANGE = {"resume", "out", "max_steps", "max_flops", "log_every", "ckpt_every",
                      "ckpt_minutes", "keep_at", "collapse_every", "compile", "deterministic",
-                     "skip_nonfinite", "inject_nan_at", "stop_at", "device"}
+                     "skip_nonfinite", "inject_nan_at", "stop_at", "fail_at", "device"}
 
 
 def default_preset(cuda: bool) -> str:

@@ -220,6 +220,11 @@ def main(argv):
         dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
     try:
         return train(cfg, why, ckpt, tok, rows, rank, world)
+    except RuntimeError as e:  # a collective broke under this rank: another one ended
+        if world > 1 and (isinstance(e, dist.DistError) or "closed by peer" in str(e)):
+            raise UserError(f"rank {rank}: a collective failed because another rank ended (its "
+                            f"own error says why): {str(e).splitlines()[0][:160]}") from None
+        raise
     finally:  # also after an error or a signal, so that no rank is left waiting on this one
         if world > 1:
             dist.destroy_process_group()
@@ -351,6 +356,8 @@ def agree_on_stop(run: Run, at_log: bool, stop_signal: list, flag_group, ckpt_du
 
 def checkpoint(run: Run, progress: Progress, tok):
     if run.rank == 0:
+        if progress.step == run.cfg.fail_at:  # test hook: the other ranks wait in the barrier
+            raise UserError(f"--fail_at={progress.step}: rank 0 fails writing the checkpoint")
         save_checkpoint(Path(run.cfg.out), dict(
             format=model.CKPT_FORMAT, config=dataclasses.asdict(run.cfg),
             model_config=dataclasses.asdict(run.mcfg), model=run.raw.state_dict(),

@@ -172,3 +172,30 @@ def test_a_cut_short_cache_file_is_encoded_again_not_read(probe_env):
     assert f"{victim} is unreadable; encoding again" in again.stderr
     assert probe_results(again.stdout) == probe_results(first.stdout)
     assert len(torch.load(victim, weights_only=True)["a"]) > 0
+
+
+@pytest.mark.faults
+def test_a_rank_that_fails_ends_every_rank_within_seconds(tmp_path):
+    """Rank 0 fails writing a checkpoint while rank 1 waits for it in the barrier: two plain
+    processes (no torchrun agent to kill the rest), gloo. Rank 0 exits with its one-line error;
+    rank 1, whose barrier breaks when rank 0's connection closes, with one line naming that."""
+    import socket
+    corpus = write_corpus(tmp_path / "corpus")
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, DATA_DIR=str(tmp_path / "data"), OMP_NUM_THREADS="1")
+    argv = [sys.executable, str(ROOT / "train.py"), *TINY_ARGS, f"--corpus={corpus}"]
+    subprocess.run([*argv, "--max_steps=1", f"--out={tmp_path / 'prep'}"], env=env,
+                   capture_output=True, check=True, timeout=120)  # tokens prepared once
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    argv += [f"--out={tmp_path / 'run'}", "--max_steps=40", "--ckpt_every=10", "--fail_at=10"]
+    procs = [subprocess.Popen(argv, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]  # a hang: NCCL's 10 minutes
+    assert [p.returncode for p in procs] == [2, 2], errors
+    assert errors[0].strip().splitlines()[-1] == ("error: --fail_at=10: rank 0 fails writing the "
+                                                  "checkpoint")
+    last = errors[1].strip().splitlines()[-1]
+    assert last.startswith("error: rank 1: a collective failed because another rank ended"), last
