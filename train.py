@@ -32,7 +32,7 @@ import model
 from config import RESUME_MAY_CHANGE, TrainConfig, model_config, resolve_config
 from lib import hardware
 from lib.cli import UserError, atomic_write, make_folder, run_cli
-from lib.runs import Prefetcher, code_state, keep_copy, open_log, save_checkpoint, weights_sha256
+from lib.runs import CheckpointWriter, Prefetcher, code_state, open_log, weights_sha256
 
 EXIT_SIGNALLED = 128  # + signal number, like a shell: 130 after Ctrl-C, 143 after SIGTERM
 
@@ -251,6 +251,7 @@ def train(cfg: TrainConfig, why: str, ckpt, tok, rows, rank: int, world: int) ->
                           start, total, pin=run.device.type == "cuda")
     keep = {max(1, round(f * total)): f for f in cfg.keep_at}  # step -> fraction
     t_ckpt, compile_before = time.perf_counter(), hardware.compile_counts()
+    writer = CheckpointWriter()
     try:
         while progress.step < total:
             _, batch = prefetch.next()
@@ -279,17 +280,19 @@ def train(cfg: TrainConfig, why: str, ckpt, tok, rows, rank: int, world: int) ->
                     log.write(progress, stats, grad_norm, batch["tokens"], compiled)
             if step % cfg.ckpt_every == 0 or step in (total, *keep) or stopping or ckpt_due:
                 progress.check_finite(cfg)
-                checkpoint(run, progress, tok)
+                checkpoint(run, progress, tok, writer,
+                           [out / f"ckpt-f{keep[step]:g}.pt"] if step in keep else [])
                 t_ckpt = time.perf_counter()
-                if step in keep and rank == 0:
-                    keep_copy(out / "ckpt.pt", out / f"ckpt-f{keep[step]:g}.pt")
             if stopping:  # a rank that got no signal itself stops as if by SIGTERM
+                writer.wait()
                 sig = (stop_signal or [signal.SIGTERM])[0]
                 print(f"stopped by signal {sig} at step {step}; checkpoint written; continue "
                       f"with --resume --out={out}", file=sys.stderr)
                 return EXIT_SIGNALLED + sig
+        writer.wait()  # the last checkpoint is on disk
     finally:
         prefetch.close()
+        writer.close()
     if rank == 0:
         print(f"done: {progress.step} steps, {progress.flops:.3e} FLOPs, {progress.tokens:,} "
               f"tokens, {(time.perf_counter() - log.t_start) / 60:.1f} min -> {out / 'ckpt.pt'}")
@@ -354,15 +357,17 @@ def agree_on_stop(run: Run, at_log: bool, stop_signal: list, flag_group, ckpt_du
     return bool(flags[0]), bool(flags[1])
 
 
-def checkpoint(run: Run, progress: Progress, tok):
+def checkpoint(run: Run, progress: Progress, tok, writer: CheckpointWriter, keep=()):
+    """Rank 0 hands a CPU copy of the whole state to the writer thread (which then copies it to
+    the `keep` paths) and training goes on; the other ranks wait only for that copy."""
     if run.rank == 0:
         if progress.step == run.cfg.fail_at:  # test hook: the other ranks wait in the barrier
             raise UserError(f"--fail_at={progress.step}: rank 0 fails writing the checkpoint")
-        save_checkpoint(Path(run.cfg.out), dict(
+        writer.save(Path(run.cfg.out), dict(
             format=model.CKPT_FORMAT, config=dataclasses.asdict(run.cfg),
             model_config=dataclasses.asdict(run.mcfg), model=run.raw.state_dict(),
             optimizer=run.opt.state_dict(), step=progress.step, flops=progress.flops,
-            tokens=progress.tokens, rng=torch.get_rng_state(), tokenizer=tok.to_str()))
+            tokens=progress.tokens, rng=torch.get_rng_state(), tokenizer=tok.to_str()), keep)
     if run.world > 1:
         dist.barrier()
 

@@ -1,7 +1,8 @@
-"""A run folder's files and what fills them: checkpoints that survive a crash at any moment, the
-log (log.jsonl, one JSON line per log step), the code a run was made with, and the background
-thread that builds the next batches. train.py writes them; the study and the recipe search read
+"""A run folder's files and what fills them: checkpoints that survive a crash at any moment,
+written by a background thread; the log (log.jsonl, one JSON line per log step); the code a run
+was made with; and the background thread that builds the next batches. train.py writes them; the study and the recipe search read
 them."""
+import copy
 import hashlib
 import json
 import queue
@@ -27,6 +28,58 @@ def save_checkpoint(out: Path, state: dict):
                      keep_previous=out / "ckpt-prev.pt", what="the checkpoint ")
     except UserError as e:
         raise UserError(f"{e} (the previous checkpoint is intact)") from None
+
+
+def cpu_copy(obj):
+    """A copy of a state (nested dicts, lists, tensors, numbers) in CPU memory that later training
+    steps cannot change: tensors copied (from any device), everything else deep-copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class CheckpointWriter:
+    """Checkpoints off the critical path: `save` takes a CPU copy of the state (the only part the
+    step waits for) and a background thread writes it (save_checkpoint: atomic, the previous file
+    kept), then copies it to each `keep` path. One write at a time: a save first waits for the
+    one before. `wait` returns once the last write is on disk and raises its error, if any;
+    `close` waits without raising (an exit on another error)."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def save(self, out: Path, state: dict, keep=()):
+        self.wait()
+        snapshot = cpu_copy(state)
+        self.thread = threading.Thread(target=self._write, args=(out, snapshot, keep),
+                                       name="checkpoint-writer", daemon=True)
+        self.thread.start()
+
+    def _write(self, out: Path, state: dict, keep):
+        try:
+            save_checkpoint(out, state)
+            for dest in keep:
+                keep_copy(out / "ckpt.pt", dest)
+        except BaseException as e:  # raised in the training thread, at its next wait
+            self.error = e
+
+    def wait(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def close(self):
+        try:
+            self.wait()
+        except BaseException:
+            pass
 
 
 def keep_copy(src: Path, dest: Path):

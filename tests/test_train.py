@@ -5,6 +5,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,31 @@ def test_a_full_disk_keeps_the_previous_checkpoint(run_train, monkeypatch):
         run_train("--mode=mlm", "--max_steps=10", "--resume", out="disk")
     assert (out / "ckpt.pt").read_bytes() == before
     assert not list(out.glob("*.tmp"))
+
+
+@pytest.mark.faults
+def test_a_checkpoint_is_the_state_of_its_step_though_written_while_training_goes_on(
+        run_train, monkeypatch):
+    """The writer thread gets a copy: with a disk so slow that each write finishes only after
+    later steps changed the weights, the optimizer state and the lr, the checkpoints kept at
+    steps 5 and 10 hold exactly those steps' states, as a run with an instant disk writes them
+    (same seed, same bits), and the run's last checkpoint is complete when train.py returns."""
+    _, fast = run_train("--mode=hybrid", "--max_steps=15", "--keep_at=0.34,0.67", out="fast")
+    real_save, started = torch.save, []
+
+    def slow_save(obj, f):
+        started.append(time.perf_counter())
+        time.sleep(0.5)  # the training thread takes ~0.05 s a step here: ~10 steps go by
+        real_save(obj, f)
+    monkeypatch.setattr(torch, "save", slow_save)
+    _, slow = run_train("--mode=hybrid", "--max_steps=15", "--keep_at=0.34,0.67", out="slow")
+    assert len(started) >= 3  # steps 5 (kept), 10 (kept), 15 (the end)
+    for name in ("ckpt-f0.34.pt", "ckpt-f0.67.pt", "ckpt.pt"):
+        a, b = (model.load_checkpoint(run / name) for run in (fast, slow))
+        assert a["step"] == b["step"] and a["optimizer"]["param_groups"][0]["lr"] == \
+            b["optimizer"]["param_groups"][0]["lr"]
+        assert flat_tensors(a).keys() == flat_tensors(b).keys()
+        assert all(torch.equal(x, flat_tensors(b)[k]) for k, x in flat_tensors(a).items()), name
 
 
 @pytest.mark.faults
