@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from synthetic import TINY_ARGS
 from test_paper import flags, train_in_process  # noqa: F401 (a fixture)
-from test_train import ROOT, corpus_env, crash_at, light_compile, read_log, run_train  # noqa: F401
+from test_train import ROOT, corpus_env, crash_at, read_log, run_train  # noqa: F401
 
 import model
 import train
@@ -177,24 +177,6 @@ def test_balanced_training_logs_lambda_and_resumes_bit_identically(run_train, mo
                                                                   for r in log]
 
 
-def test_balanced_compiles_and_never_recompiles(
-        run_train, light_compile, monkeypatch):  # noqa: F811 (fixtures)
-    _, eager = run_train("--mode=hybrid", "--lambda_mode=balanced", "--max_steps=10", out="e")
-    graphs, real_step = [], train.train_step
-
-    def counting(*args):  # graphs after each step: the L(0) buffer changes after step 0
-        out = real_step(*args)
-        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
-        return out
-    monkeypatch.setattr(train, "train_step", counting)
-    _, compiled = run_train("--mode=hybrid", "--lambda_mode=balanced", "--max_steps=10",
-                            "--compile=true", out="c")
-    for r1, r2 in zip(read_log(eager), read_log(compiled), strict=True):
-        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-4)
-        assert r2["lam_rel"] == pytest.approx(r1["lam_rel"], rel=1e-4)
-    assert graphs[1] == graphs[-1], f"graphs per step {graphs}: recompiled"
-
-
 # ----------------------------------------------------------------------------- study arms
 
 def test_arms_name_a_mode_and_an_optional_lambda_mode():
@@ -233,16 +215,25 @@ def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch): 
 
 def test_two_gloo_processes_match_one_with_the_balanced_weight(
         run_train, corpus_env, tmp_path):  # noqa: F811 (fixtures)
-    """L(0) is the global batch's (all-reduced), so the weight is the same on any process count."""
+    """L(0) is the global batch's (all-reduced), so the weight is the same on any process count.
+    The two processes run compiled (torch.compile(DDP(model)), Inductor) against one eager
+    process: the same losses and weights to fp32 rounding; one graph and no recompile although
+    the L(0) buffer changes after step 0; and no false "partly eager" alarm from DDP's own graph
+    breaks, which lib/hardware.compile_counts leaves out (the model's frames: no fallback, no
+    break)."""
     args = ["--mode=hybrid", "--lambda_mode=balanced", "--max_steps=10"]
     assert run_train(*args, out="one")[0] == 0
     corpus, data_dir = corpus_env
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "train.py", *TINY_ARGS, f"--corpus={corpus}", *args,
+                          "train.py", *TINY_ARGS, f"--corpus={corpus}", *args, "--compile=true",
                           f"--out={tmp_path / 'two'}"], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, DATA_DIR=str(data_dir), OMP_NUM_THREADS="1"),
-                         timeout=180)
+                         timeout=300)
     assert two.returncode == 0, two.stderr
+    assert "partly eager" not in two.stderr and "compiled: 1 graphs" in two.stdout
+    log = read_log(tmp_path / "two")
+    assert [(r["graphs"], r["compile_fallbacks"], r["graph_breaks"], r["recompiles"])
+            for r in log] == [(1, 0, 0, 0)] * len(log)
     for r1, r2 in zip(read_log(tmp_path / "one"), read_log(tmp_path / "two"), strict=True):
         for key in ("loss", "lam", "lam_rel"):
             assert r1[key] == pytest.approx(r2[key], rel=1e-4), key

@@ -477,3 +477,22 @@ def test_learning_curve_checkpoints_are_kept_at_their_fractions(run_train):
     assert final["step"] == 8 and not torch.equal(  # a copy of that step's weights, not the end's
         model.load_checkpoint(out / "ckpt-f0.5.pt")["model"]["encoder.tok_emb.weight"],
         final["model"]["encoder.tok_emb.weight"])
+
+
+def test_compile_counts_leave_out_ddps_own_graph_breaks_only(monkeypatch):
+    """torch.compile(DDP(model)) breaks the graph on purpose at DDP's Logger call and at its
+    frames marked skipped (reasons as torch 2.13 words them), and skips those frames: not the
+    model's, not counted. Any other break or fallback is."""
+    from torch._dynamo.utils import counters
+    ddp = ["Unsupported method call\n  Explanation: Dynamo does not know how to trace method "
+           "`set_runtime_stats_and_log` of class `Logger`",
+           "Attempted to call function marked as skipped\n  Explanation: ... the function "
+           "`DistributedDataParallel._inside_ddp_forward` in file ... should not be traced."]
+    monkeypatch.setitem(counters, "graph_break", {ddp[0]: 1, ddp[1]: 2})
+    monkeypatch.setitem(counters, "frames", {"total": 53, "ok": 50})
+    c = hardware.compile_counts()
+    assert (c["compile_frames"], c["compile_fallbacks"], c["graph_breaks"]) == (53, 0, 0)
+    monkeypatch.setitem(counters, "graph_break", {ddp[0]: 1, ddp[1]: 2, "Tensor.item() call": 1})
+    monkeypatch.setitem(counters, "frames", {"total": 55, "ok": 51})
+    c = hardware.compile_counts()
+    assert (c["compile_fallbacks"], c["graph_breaks"]) == (1, 1)
