@@ -380,7 +380,7 @@ class Log:
         self.file = open_log(path, step)
         self.peak = hardware.device_peak_flops(run.cfg.device, run.cfg.dtype)
         self.t_start = self.t_window = time.perf_counter()
-        self.last_step, self.recompiles, self.eager = step, 0, {}  # eager: counts logged last
+        self.last_step, self.compiled = step, {}  # compile counters of the last line
 
     def write(self, progress: Progress, stats: dict, grad_norm, tokens, compiled: dict):
         cfg, run, step = self.run.cfg, self.run, progress.step
@@ -401,17 +401,8 @@ class Log:
         rec.update(compiled)
         if step == self.total:  # the trained weights, in one hash (same seed, same bits)
             rec["weights_sha256"] = weights_sha256(run.raw)
-        if compiled.get("recompiles", 0) > self.recompiles:
-            self.recompiles = compiled["recompiles"]
-            print(f"warning: torch.compile compiled {self.recompiles} graph(s) after the first "
-                  f"step (by step {step}): a shape or guard changed", file=sys.stderr, flush=True)
-        eager = {k: compiled.get(k, 0) for k in ("compile_fallbacks", "graph_breaks")}
-        if compiled and self.eager and any(eager[k] > self.eager[k] for k in eager):
-            print(f"warning: torch.compile: by step {step}, {eager['compile_fallbacks']} frames "
-                  f"fell back to eager and {eager['graph_breaks']} graph breaks, more than at "
-                  f"step {self.eager['step']}: this run is now partly eager", file=sys.stderr,
-                  flush=True)
-        self.eager = dict(eager, step=step) if compiled else self.eager
+        if compiled:
+            self.compiled = hardware.compile_alarm(self.compiled, compiled, step)
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
         eta = (self.total - step) * elapsed / steps

@@ -117,6 +117,20 @@ def compile_since(before: dict, first: dict) -> dict:
     return dict(now, recompiles=now["graphs"] - first["graphs"])
 
 
+def compile_alarm(last: dict, now: dict, step: int) -> dict:
+    """A warning when, since the last log line (`last`: its counters, empty at the first), graphs
+    were compiled after the first step (a shape or guard changed), frames fell back to eager or
+    the graph broke -> `now` with its step, to compare the next line's with."""
+    if now.get("recompiles", 0) > last.get("recompiles", 0):
+        print(f"warning: torch.compile compiled {now['recompiles']} graph(s) after the first "
+              f"step (by step {step}): a shape or guard changed", file=sys.stderr, flush=True)
+    if last and any(now[k] > last[k] for k in ("compile_fallbacks", "graph_breaks")):
+        print(f"warning: torch.compile: by step {step}, {now['compile_fallbacks']} frames fell "
+              f"back to eager and {now['graph_breaks']} graph breaks, more than at step "
+              f"{last['step']}: this run is now partly eager", file=sys.stderr, flush=True)
+    return dict(now, step=step)
+
+
 def one_graph_for_dynamic_sums():
     """Inductor's C++ backend (torch 2.13, codegen/cpp.py:need_use_acc_helper) picks a chunked
     accumulation for a float sum by *guarding* on its size: `size > 4096`. Where the size is

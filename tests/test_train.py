@@ -496,3 +496,16 @@ def test_compile_counts_leave_out_ddps_own_graph_breaks_only(monkeypatch):
     monkeypatch.setitem(counters, "frames", {"total": 55, "ok": 51})
     c = hardware.compile_counts()
     assert (c["compile_fallbacks"], c["graph_breaks"]) == (1, 1)
+
+
+def test_a_compile_change_after_the_first_step_is_a_warning_at_its_log_step(capsys):
+    clean = dict(compile_fallbacks=0, graph_breaks=0, recompiles=0)
+    last = hardware.compile_alarm({}, clean, 1)  # the first line: the baseline, no warning
+    last = hardware.compile_alarm(last, clean, 10)
+    assert capsys.readouterr().err == ""
+    last = hardware.compile_alarm(last, dict(clean, graph_breaks=1, recompiles=1), 20)
+    err = capsys.readouterr().err
+    assert "compiled 1 graph(s) after the first step (by step 20)" in err
+    assert "by step 20, 0 frames fell back to eager and 1 graph breaks, more than at step 10" in err
+    hardware.compile_alarm(last, dict(clean, graph_breaks=1, recompiles=1), 30)
+    assert capsys.readouterr().err == ""  # said once
