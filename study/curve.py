@@ -208,8 +208,8 @@ def report(r: dict, figs: dict | None) -> str:
                   f"geometry on {s['n']} seeded dev examples.", ""]
     lines += [f"- left out {k}: {why}" for k, why in r["left_out"].items()]
     lines += ["", "## Jobs", "", *markdown.table_head(
-        ["job", "seed", "steps", "FLOPs", "train wall", "probe + geometry wall", "code",
-         "vocabulary sha256"])]
+        ["job", "seed", "steps", "FLOPs", "training wall (its log)",
+         "job wall (its last sitting: training, probes, geometry)", "code", "vocabulary sha256"])]
     for j in r["jobs"]:
         lines.append(f"| {j['folder']} | {j['seed']} | {j['steps']:,} | {j['flops']:.3e} | "
                      f"{j['train_minutes']:.1f} min | {j['measure_minutes']:.1f} min | "

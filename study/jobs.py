@@ -178,7 +178,7 @@ def run_job(cfg: CurveConfig, name: str, splits: dict) -> str:
     job = dict(name=name, arm=arm, seed=seed,
                method="random" if arm == "random" else arm_method(arm),
                settings=settings(cfg), points=points, **extra,
-               measure_minutes=round((time.time() - t0) / 60, 2))
+               measure_minutes=round((time.time() - t0) / 60, 2))  # the job, this sitting
     atomic_write(folder / "job.json", lambda f: f.write(json.dumps(job, indent=1)), mode="w")
     print(f"curve: {name} complete -> {folder / 'job.json'}", flush=True)
     return ""
