@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import masks
 import model
 from lib.cli import UserError, parse_flags
 
@@ -157,6 +158,12 @@ def validate(cfg: TrainConfig):
         model.parse_lambda_mode(cfg.lambda_mode)
     except ValueError as e:
         raise UserError(f"--{e}") from None
+    try:
+        masks.jepa_widths(cfg.seq_len, cfg.target_scale, cfg.context_scale, cfg.num_pred_masks,
+                          cfg.min_keep)
+    except ValueError as e:
+        raise UserError(f"--seq_len={cfg.seq_len} --target_scale --context_scale "
+                        f"--num_pred_masks --min_keep: {e}") from None
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> model.ModelConfig:

@@ -3,10 +3,12 @@
 Both are pure functions of a torch.Generator, which train.py seeds from (seed, step): a batch's
 masks are reproducible from the step alone, so resuming needs no masker state. Rows are packed
 `[CLS] t1 ... t_{T-2} [SEP]` (see data.py), so every row has the same n = T-2 maskable positions
-and every index tensor below has one static shape per batch (what torch.compile needs).
+and every index tensor below has one shape for the whole run (what torch.compile and CUDA
+graphs need).
 """
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -50,48 +52,66 @@ def mlm_corrupt(tokens, special_ids, mask_id: int, vocab_size: int, gen, mask_pr
     return corrupted, mlm_pos, mlm_labels
 
 
+def _span(u: float, scale, n: int) -> int:
+    """A length drawn at u in [0, 1) between scale[0]*n and scale[1]*n, rounded, at least 1."""
+    return max(1, round((scale[0] + u * (scale[1] - scale[0])) * n))
+
+
+def jepa_widths(seq_len: int, target_scale=(0.10, 0.25), context_scale=(0.65, 0.85),
+                num_targets: int = 2, min_keep: int = 4) -> tuple[int, int]:
+    """(Nc, Nt): the widths jepa_masks pads its index tensors to, the largest context and target
+    sets these scales can draw. ValueError where some draw cannot fit in the n = seq_len-2 tokens."""
+    n = seq_len - 2
+    t_lo, t_hi = (_span(u, target_scale, n) for u in (0, 1))
+    c_lo, c_hi = (min(n, _span(u, context_scale, n)) for u in (0, 1))
+    if num_targets * t_hi >= n:
+        raise ValueError(f"{num_targets} target spans of {t_hi} do not fit in {n} tokens")
+    if c_lo - num_targets * t_hi < max(1, min_keep):
+        raise ValueError(f"a context block of {c_lo} minus {num_targets} target spans of {t_hi} "
+                         f"keeps fewer than {max(1, min_keep)} of {n} tokens: raise "
+                         "context_scale or lower target_scale or min_keep")
+    return c_hi - num_targets * t_lo, num_targets * t_hi
+
+
 def jepa_masks(batch_size: int, seq_len: int, gen, target_scale=(0.10, 0.25),
-               context_scale=(0.65, 0.85), num_targets: int = 2, min_keep: int = 4):
-    """I-JEPA multi-block masking in 1-D.
+               context_scale=(0.65, 0.85), num_targets: int = 2, min_keep: int = 4,
+               rows: tuple[int, int] | None = None):
+    """I-JEPA multi-block masking in 1-D, in shapes that are the same at every step.
 
-    Per batch one target-span length and one context-block length are drawn (so shapes agree
-    across rows); per row `num_targets` non-overlapping target spans and one context block are
-    placed uniformly. The context is the block minus every target position, so context and
-    targets are disjoint (the original code leaked most targets into the context). Context sets
-    differ in size across rows; each is randomly subsampled to the batch minimum so they stack.
-    Positions exclude [CLS] (0) and [SEP] (T-1).
+    Per step one target-span length t and one context-block length c are drawn; per row
+    `num_targets` non-overlapping spans of t and one block of c are placed uniformly. The context
+    is the block minus every target (disjoint: the original leaked most targets into the context),
+    randomly subsampled to c - num_targets*t tokens, a count every row has whatever the placement
+    (in the tiny preset's 128-row batch it is exactly the batch minimum the context was once cut
+    to, in 300 of 300 steps). Positions exclude [CLS] (0) and [SEP] (T-1).
 
-    Returns context_idx (B, Nc) and target_idx (B, Nt), both sorted, int64.
+    The index tensors are padded to jepa_widths (Nc, Nt) with position 0 and come with validity
+    masks, so torch.compile and CUDA graphs see one shape for the whole run. rows = (lo, n): this
+    is rows lo:lo+B of a batch of n, drawn as in mlm_corrupt (only these rows are built).
+
+    Returns context_idx (B, Nc), context_valid (B, Nc), target_idx (B, Nt), target_valid (B, Nt):
+    the valid entries first and sorted; the valid counts are the same in every row.
     """
+    B, (lo, total) = batch_size, rows or (0, batch_size)
+    nc, nt = jepa_widths(seq_len, target_scale, context_scale, num_targets, min_keep)
     n = seq_len - 2
     u = torch.rand(2, generator=gen).tolist()
-    t_len = max(1, round((target_scale[0] + u[0] * (target_scale[1] - target_scale[0])) * n))
-    c_len = max(1, round((context_scale[0] + u[1] * (context_scale[1] - context_scale[0])) * n))
-    if num_targets * t_len >= n:
-        raise ValueError(f"{num_targets} target spans of {t_len} do not fit in {n} tokens")
-    c_len = min(c_len, n)
+    t_len, c_len = _span(u[0], target_scale, n), min(n, _span(u[1], context_scale, n))
     # Non-overlapping spans, uniform over placements: sorted offsets into the free length,
     # then shift the k-th span right by the k spans before it.
     free = n - num_targets * t_len
-    starts = torch.randint(free + 1, (batch_size, num_targets), generator=gen).sort(1).values
+    starts = torch.randint(free + 1, (total, num_targets), generator=gen)[lo:lo + B].sort(1).values
     starts = starts + torch.arange(num_targets) * t_len
-    target_idx = (starts[:, :, None] + torch.arange(t_len)).flatten(1)  # (B, Nt), sorted
-    is_target = torch.zeros(batch_size, n, dtype=torch.bool).scatter_(1, target_idx, True)
-
+    target_idx = (starts[:, :, None] + torch.arange(t_len)).flatten(1)  # (B, k*t), sorted
+    is_target = torch.zeros(B, n, dtype=torch.bool).scatter_(1, target_idx, True)
+    block_start = torch.randint(n - c_len + 1, (total, 1), generator=gen)[lo:lo + B]
     pos = torch.arange(n)
-    context = torch.zeros(batch_size, n, dtype=torch.bool)
-    todo = torch.ones(batch_size, dtype=torch.bool)
-    for _ in range(20):  # re-place the block where it lands mostly on targets
-        block_start = torch.randint(n - c_len + 1, (batch_size, 1), generator=gen)
-        block = (pos >= block_start) & (pos < block_start + c_len)
-        context = torch.where(todo[:, None], block & ~is_target, context)
-        todo = context.sum(1) < min_keep
-        if not todo.any():
-            break
-    else:
-        raise ValueError(f"could not keep {min_keep} context tokens next to {num_targets} "
-                         f"targets of {t_len} in {n} tokens")
-    keep = int(context.sum(1).min())
-    scores = torch.rand(batch_size, n, generator=gen).masked_fill(~context, 2.0)
+    context = (pos >= block_start) & (pos < block_start + c_len) & ~is_target
+    keep = c_len - num_targets * t_len  # <= context.sum(1) in every row
+    scores = torch.rand(total, n, generator=gen)[lo:lo + B].masked_fill(~context, 2.0)
     context_idx = scores.topk(keep, dim=1, largest=False).indices.sort(1).values
-    return context_idx + 1, target_idx + 1
+
+    def padded(idx, width):
+        valid = torch.arange(width).expand(B, width) < idx.shape[1]
+        return F.pad(idx + 1, (0, width - idx.shape[1])), valid
+    return (*padded(context_idx, nc), *padded(target_idx, nt))

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MODES = ("hybrid", "mlm", "jepa")
+JEPA_MASKS = ("context_idx", "context_valid", "target_idx", "target_valid")  # masks.jepa_masks
 
 
 @dataclass
@@ -103,13 +104,15 @@ class Predictor(nn.Module):
         self.blocks = nn.ModuleList(Block(p, cfg.n_heads) for _ in range(cfg.pred_depth))
         self.ln = nn.LayerNorm(p)
 
-    def forward(self, z, context_idx, target_idx):
-        # z: (B, Nc, d) context latents; context_idx (B, Nc), target_idx (B, Nt) positions
+    def forward(self, z, context_idx, target_idx, valid=None):
+        # z: (B, Nc, d) context latents; context_idx (B, Nc), target_idx (B, Nt) positions;
+        # valid: (B, Nc + Nt) True = a real context token or target (masks.jepa_masks pads both)
         x = self.in_proj(z) + self.pos_emb(context_idx)
         m = self.mask_token + self.pos_emb(target_idx)  # (B, Nt, p)
         x = torch.cat([x, m], dim=1)
+        mask = _attn_mask(valid)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.out_proj(self.ln(x[:, context_idx.shape[1]:]))  # (B, Nt, d)
 
 
@@ -178,14 +181,15 @@ class PredictReconstruct(nn.Module):
                     nn.init.normal_(w, std=0.02 / math.sqrt(2 * len(m.blocks)))
 
     def forward(self, batch):
-        """batch: tokens (clean rows), corrupted, mlm_pos, mlm_labels, context_idx, target_idx."""
+        """batch: tokens (clean rows), corrupted, mlm_pos, mlm_labels, and the JEPA masks
+        context_idx, context_valid, target_idx, target_valid (masks.jepa_masks)."""
         stats = {}
         if self.mlm_head is not None:
             stats["loss_mlm"] = self.loss_mlm(batch["corrupted"], batch["mlm_pos"],
                                               batch["mlm_labels"])
         if self.predictor is not None:
-            stats["loss_jepa"] = self.loss_jepa(
-                batch["tokens"], batch["corrupted"], batch["context_idx"], batch["target_idx"])
+            stats["loss_jepa"] = self.loss_jepa(batch["tokens"], batch["corrupted"],
+                                                *(batch[k] for k in JEPA_MASKS))
         if self.cfg.mode == "mlm":
             loss = stats["loss_mlm"]
         elif self.cfg.mode == "jepa":
@@ -202,14 +206,18 @@ class PredictReconstruct(nn.Module):
         logits = self.mlm_head(h, self.encoder.tok_emb.weight)
         return F.cross_entropy(logits.flatten(0, 1).float(), mlm_labels.flatten())
 
-    def loss_jepa(self, tokens, corrupted, context_idx, target_idx):
+    def loss_jepa(self, tokens, corrupted, context_idx, context_valid, target_idx, target_valid):
+        """1 - cos(prediction, target latent), averaged over the real targets; the padding of the
+        context and of the targets is masked out of every attention."""
         with torch.no_grad():  # targets: the EMA encoder on the clean row, LN without affine
             h = self.target_encoder(tokens)
             targets = gather_tokens(F.layer_norm(h.float(), h.shape[-1:]), target_idx)
         source = corrupted if self.cfg.jepa_context == "corrupted" else tokens
-        z = self.encoder(source.gather(1, context_idx), pos=context_idx)
-        pred = self.predictor(z, context_idx, target_idx)
-        return 1 - F.cosine_similarity(pred.float(), targets, dim=-1).mean()
+        z = self.encoder(source.gather(1, context_idx), pos=context_idx, pad_mask=context_valid)
+        valid = torch.cat([context_valid, target_valid], 1)
+        pred = self.predictor(z, context_idx, target_idx, valid)
+        cos = F.cosine_similarity(pred.float(), targets, dim=-1)  # (B, Nt)
+        return 1 - (cos * target_valid).sum() / target_valid.sum()
 
     def mix(self, loss_jepa, loss_mlm):
         """The hybrid objective lam * L_JEPA + (1 - lam) * L_MLM, lam the paper's learned

@@ -67,18 +67,18 @@ def make_batch(rows, step: int, cfg: TrainConfig, specials: dict, vocab_size: in
     corrupted, mlm_pos, mlm_labels = masks.mlm_corrupt(
         tokens, list(specials.values()), specials["mask"], vocab_size,
         masks.step_generator(cfg.seed, step, 0), cfg.mask_prob, rows=(lo, cfg.batch_size))
-    context_idx, target_idx = masks.jepa_masks(  # whole batch: the context size is its minimum
-        cfg.batch_size, cfg.seq_len, masks.step_generator(cfg.seed, step, 1), cfg.target_scale,
-        cfg.context_scale, cfg.num_pred_masks, cfg.min_keep)
+    jepa = masks.jepa_masks(share, cfg.seq_len, masks.step_generator(cfg.seed, step, 1),
+                            cfg.target_scale, cfg.context_scale, cfg.num_pred_masks,
+                            cfg.min_keep, rows=(lo, cfg.batch_size))
     return dict(tokens=tokens, corrupted=corrupted, mlm_pos=mlm_pos, mlm_labels=mlm_labels,
-                context_idx=context_idx[lo:hi].contiguous(),
-                target_idx=target_idx[lo:hi].contiguous())
+                **dict(zip(model.JEPA_MASKS, jepa)))
 
 
 def batch_flops(mcfg: model.ModelConfig, batch, batch_size: int) -> int:
-    """FLOPs of a step of the global batch (batch_size rows) with this batch's mask sizes."""
-    return model.step_flops(mcfg, batch_size, batch["context_idx"].shape[1],
-                        batch["target_idx"].shape[1], batch["mlm_pos"].shape[1])
+    """Useful FLOPs of a step of the global batch (batch_size rows) with this batch's mask sizes:
+    the JEPA masks' padding is not counted (it is executed, as MFU leaves padding out)."""
+    return model.step_flops(mcfg, batch_size, int(batch["context_valid"][0].sum()),
+                            int(batch["target_valid"][0].sum()), batch["mlm_pos"].shape[1])
 
 
 def plan_steps(cfg: TrainConfig, mcfg: model.ModelConfig, specials, vocab_size, rows) -> tuple:
@@ -158,8 +158,6 @@ def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) 
             raw, device_ids=[device.index] if cfg.device == "cuda" else None)
     # auto: a compilation that fails (no C++ compiler, say) warns and runs that code eagerly
     torch._dynamo.config.suppress_errors = cfg.compile == "auto"
-    if cfg.compile != "false" and device.type == "cpu":
-        hardware.one_graph_for_dynamic_sums()  # no recompile when the JEPA context grows
     forward = net if cfg.compile == "false" else torch.compile(net)
     return Run(cfg, mcfg, raw, net, forward, opt, device, rank, world, micro, accum)
 
@@ -176,9 +174,6 @@ def train_step(run: Run, batch: dict, step: int, total: int, nan_loss: bool = Fa
         part = {k: v[i * run.micro:(i + 1) * run.micro] for k, v in batch.items()}
         if run.device.type == "cuda":  # from pinned memory (Prefetcher): overlaps the GPU's work
             part = {k: v.to(run.device, non_blocking=True) for k, v in part.items()}
-        if run.compiled:  # mask sizes vary per step: compile them as dynamic once
-            torch._dynamo.mark_dynamic(part["context_idx"], 1)
-            torch._dynamo.mark_dynamic(part["target_idx"], 1)
         last = i == run.accum - 1
         with run.autocast(), (run.net.no_sync() if run.world > 1 and not last
                               else contextlib.nullcontext()):

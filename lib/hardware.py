@@ -129,30 +129,3 @@ def compile_alarm(last: dict, now: dict, step: int) -> dict:
               f"back to eager and {now['graph_breaks']} graph breaks, more than at step "
               f"{last['step']}: this run is now partly eager", file=sys.stderr, flush=True)
     return dict(now, step=step)
-
-
-def one_graph_for_dynamic_sums():
-    """Inductor's C++ backend (torch 2.13, codegen/cpp.py:need_use_acc_helper) picks a chunked
-    accumulation for a float sum by *guarding* on its size: `size > 4096`. Where the size is
-    symbolic, e.g. a bias gradient summed over the batch x the JEPA context (128 x 2..53 tokens in
-    the tiny preset), that guard splits the run's sizes in two graphs: a recompile once the
-    context crosses 32 (docs/performance.md). Here a symbolic-size float sum always takes the
-    chunked (the more accurate) path: one graph for every size. A no-op where that method is
-    not there (another torch); idempotent."""
-    import functools
-    import operator
-
-    import sympy
-    from torch._inductor.codegen import cpp
-    original = getattr(cpp.CppKernel, "need_use_acc_helper", None)
-    if original is None or getattr(original, "one_graph", False):
-        return
-
-    def need_use_acc_helper(self, reduction_type, dtype, use_scalar):
-        if reduction_type == "sum" and dtype == torch.float and self.call_ranges is not None:
-            size = functools.reduce(operator.mul, self.call_ranges[self.reduction_depth:])
-            if not sympy.sympify(size).is_number:
-                return True
-        return original(self, reduction_type, dtype, use_scalar)
-    need_use_acc_helper.one_graph = True
-    cpp.CppKernel.need_use_acc_helper = need_use_acc_helper

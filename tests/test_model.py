@@ -24,9 +24,8 @@ def batch(B=4, T=32, step=0):
     tokens = torch.randint(5, V, (B, T), generator=g)
     tokens[:, 0], tokens[:, -1] = 2, 3
     corrupted, pos, labels = mlm_corrupt(tokens, [0, 1, 2, 3, 4], 4, V, step_generator(0, step))
-    ctx, tgt = jepa_masks(B, T, step_generator(0, step, 1))
     return dict(tokens=tokens, corrupted=corrupted, mlm_pos=pos, mlm_labels=labels,
-                context_idx=ctx, target_idx=tgt)
+                **dict(zip(model.JEPA_MASKS, jepa_masks(B, T, step_generator(0, step, 1)))))
 
 
 def naive_attention(block, x, pad_mask=None):
@@ -71,11 +70,35 @@ def test_predictor_returns_exactly_the_target_positions():
     m = tiny()
     b = batch()
     z = torch.randn(4, b["context_idx"].shape[1], 32)
-    pred = m.predictor(z, b["context_idx"], b["target_idx"])
+    valid = torch.cat([b["context_valid"], b["target_valid"]], 1)
+    pred = m.predictor(z, b["context_idx"], b["target_idx"], valid)
     assert pred.shape == (4, b["target_idx"].shape[1], 32)
     perm = torch.randperm(b["target_idx"].shape[1])  # output j belongs to target_idx[:, j]
-    pred_perm = m.predictor(z, b["context_idx"], b["target_idx"][:, perm])
+    nc = b["context_idx"].shape[1]
+    pred_perm = m.predictor(z, b["context_idx"], b["target_idx"][:, perm],
+                            torch.cat([b["context_valid"], b["target_valid"][:, perm]], 1))
     assert torch.allclose(pred_perm, pred[:, perm], atol=1e-5)
+    assert valid[:, nc:].any() and not valid[:, nc:].all(), "some targets are padding here"
+
+
+@pytest.mark.parametrize("step", range(3))
+def test_the_jepa_masks_padding_changes_nothing(step):
+    """The JEPA loss on the padded masks equals the loss on the same masks cut to their valid
+    entries (no padding, no attention mask): padding is invisible to the context encoder, the
+    predictor and the loss, whatever the padded positions hold."""
+    m = tiny()
+    b = batch(step=step)
+    nc, nt = (int(b[k][0].sum()) for k in ("context_valid", "target_valid"))
+    assert nc < b["context_idx"].shape[1] and nt < b["target_idx"].shape[1]
+    cut = dict(context_idx=b["context_idx"][:, :nc], context_valid=b["context_valid"][:, :nc],
+               target_idx=b["target_idx"][:, :nt], target_valid=b["target_valid"][:, :nt])
+    scrambled = dict(b, context_idx=b["context_idx"].masked_fill(~b["context_valid"], 7),
+                     target_idx=b["target_idx"].masked_fill(~b["target_valid"], 5))
+    loss = m.loss_jepa(b["tokens"], b["corrupted"], *(b[k] for k in model.JEPA_MASKS))
+    for other in (cut, scrambled):
+        again = m.loss_jepa(b["tokens"], b["corrupted"], *(dict(b, **other)[k]
+                                                           for k in model.JEPA_MASKS))
+        assert torch.allclose(again, loss, atol=1e-6)
 
 
 def test_gradients_reach_encoder_and_predictor_never_the_target():
@@ -169,6 +192,7 @@ def test_analytic_flops_equal_a_flop_counter_exactly(mode):
     m = model.PredictReconstruct(cfg)
     b = batch(B=4, T=64)
     b["mlm_labels"] = b["mlm_labels"] % 2000
+    # the executed sizes: the JEPA masks padded to their fixed widths
     n_ctx, n_tgt, n_mlm = (b[k].shape[1] for k in ("context_idx", "target_idx", "mlm_pos"))
     assert _counted_flops(m, b) == model.step_flops(cfg, 4, n_ctx, n_tgt, n_mlm) > 0
 

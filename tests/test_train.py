@@ -354,31 +354,31 @@ def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_c
     assert r["compiled"] and r["recompiles_after_warmup"] == 0
 
 
-def test_one_compiled_graph_for_every_jepa_context_size_at_the_tiny_presets_batch():
-    """Inductor itself (not aot_eager) on the context encoder's forward and backward at the tiny
-    preset's batch of 128 rows: contexts of 30 and then 40 tokens (128 x the context crosses
-    4,096, where Inductor's C++ backend guarded a float sum's size and so compiled a second graph;
-    two graphs here without lib/hardware.py's fix) run in one graph. The width is small so that
-    compiling takes seconds: the guard depends on the sizes only. train.build_run applies the fix
-    whenever it compiles on the CPU."""
+def test_every_step_has_one_shape_so_dynamo_traces_the_step_once(corpus_env, monkeypatch):
+    """The JEPA span and block lengths are drawn per step, but a batch's tensors have the same
+    shapes at every step (masks.jepa_masks pads to fixed widths): Dynamo with dynamic=False, which
+    recompiles on any new size, traces the hybrid loss once over steps whose target lengths
+    differ. (The masks once had the sizes of their step: one graph per size, or dynamic shapes.)"""
+    corpus, data_dir = corpus_env
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    cfg, _, _ = train.resolve_config(TINY_ARGS + [f"--corpus={corpus}", "--mode=hybrid"], False)
+    tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
+    specials, vocab = data.special_ids(tok), tok.get_vocab_size()
+    rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
+    batches = [train.make_batch(rows, s, cfg, specials, vocab) for s in range(6)]
+    assert len({int(b["target_valid"][0].sum()) for b in batches}) > 1
+    shapes = [{k: tuple(v.shape) for k, v in b.items()} for b in batches]
+    assert all(s == shapes[0] for s in shapes)
+    net = model.PredictReconstruct(config.model_config(cfg, vocab))
     torch._dynamo.reset()
-    cfg, _, _ = config.resolve_config(["--mode=jepa", "--compile=true", "--d_model=32",
-                                       "--n_layers=1", "--n_heads=2", "--pred_dim=16"], cuda=False)
-    train.build_run(cfg, 300)
-    torch.use_deterministic_algorithms(False)
-    encoder = torch.compile(model.Encoder(model.ModelConfig(vocab_size=300, seq_len=64,
-                                                            d_model=32, n_layers=1, n_heads=2)))
-    graphs, g = [], torch.Generator().manual_seed(0)
-    for n_ctx in (30, 40):
-        pos = torch.stack([torch.randperm(62, generator=g)[:n_ctx].sort().values + 1
-                           for _ in range(128)])
-        ids = torch.randint(5, 300, pos.shape, generator=g)
-        torch._dynamo.mark_dynamic(ids, 1)  # as train_step marks the JEPA sizes
-        torch._dynamo.mark_dynamic(pos, 1)
-        encoder(ids, pos=pos).square().mean().backward()
-        graphs.append(hardware.compile_counts()["graphs"])
+    forward = torch.compile(net, backend="eager", dynamic=False)
+    graphs = []
+    with torch.no_grad():
+        for b in batches:
+            forward(b)
+            graphs.append(hardware.compile_counts()["graphs"])
     torch._dynamo.reset()
-    assert graphs[0] >= 1 and graphs[1] == graphs[0], f"graphs after each size: {graphs}"
+    assert graphs[0] >= 1 and graphs[-1] == graphs[0], f"graphs after each step: {graphs}"
 
 
 def test_auto_compile_falls_back_to_eager_where_compiling_fails(run_train, monkeypatch, capsys):

@@ -7,8 +7,9 @@ breaks after warm-up, 0 expected); a short hybrid run stopped at its middle step
 (bit-exact with --deterministic=true; the default --deterministic=false is reported with its
 largest difference); with 2+ GPUs a 2-process NCCL run of each mode against one process; probe
 features on the GPU (bf16) against the CPU (fp32) on a few hundred SST-2 sentences; and which
-attention a training step runs (model.attention: SDPA's flash kernel expected on CUDA; on the CPU,
-the attention written out, no SDPA kernel).
+attention a training step runs (model.attention: SDPA's flash kernel expected on CUDA, for the
+unmasked passes; the JEPA context and predictor, padded and masked, may take the memory-efficient
+one; on the CPU, the attention written out, no SDPA kernel).
 
 Every check is a function of the device(s) it runs on, and each has a CPU half that
 tests/test_gpu_check.py runs in CI (eager fp32 small shapes; DDP over gloo; features CPU against
@@ -267,7 +268,8 @@ ATTENTION_KERNELS = ("flash", "fmha", "efficient_attention", "cudnn", "scaled_do
 
 def check_kernels(cc: CheckConfig, device: str = "cuda") -> list[dict]:
     """Which attention a hybrid training step runs, from the profiler (model.attention). CUDA:
-    the preset, compiled, bf16; SDPA's flash kernel expected (kernel names). CPU half:
+    the preset, compiled, bf16; SDPA's flash kernel expected (kernel names; the masked JEPA
+    passes may add the memory-efficient one, listed). CPU half:
     SMALL_RUN's shapes, eager fp32; the attention written out expected (aten::_softmax, no SDPA
     op: SDPA's CPU flash kernel was the slowest part of the tiny step, docs/performance.md)."""
     import train

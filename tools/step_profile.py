@@ -38,9 +38,6 @@ def phased_step(run, batch: dict, step: int, total: int):
         part = {k: v[i * run.micro:(i + 1) * run.micro] for k, v in batch.items()}
         if run.device.type == "cuda":
             part = {k: v.to(run.device, non_blocking=True) for k, v in part.items()}
-        if run.compiled:
-            torch._dynamo.mark_dynamic(part["context_idx"], 1)
-            torch._dynamo.mark_dynamic(part["target_idx"], 1)
         with run.autocast():  # train_step runs the backward inside the autocast block too
             with torch.profiler.record_function("bench/forward"):
                 loss, micro_stats = run.forward(part)
