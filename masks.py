@@ -60,7 +60,8 @@ def _span(u: float, scale, n: int) -> int:
 def jepa_widths(seq_len: int, target_scale=(0.10, 0.25), context_scale=(0.65, 0.85),
                 num_targets: int = 2, min_keep: int = 4) -> tuple[int, int]:
     """(Nc, Nt): the widths jepa_masks pads its index tensors to, the largest context and target
-    sets these scales can draw. ValueError where some draw cannot fit in the n = seq_len-2 tokens."""
+    sets these scales can draw. ValueError where some draw cannot fit in the n = seq_len-2
+    tokens."""
     n = seq_len - 2
     t_lo, t_hi = (_span(u, target_scale, n) for u in (0, 1))
     c_lo, c_hi = (min(n, _span(u, context_scale, n)) for u in (0, 1))
