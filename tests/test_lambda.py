@@ -216,8 +216,10 @@ def test_a_lambda_variant_is_an_arm_of_the_study(flags, tmp_path, monkeypatch): 
 def test_two_gloo_processes_match_one_with_the_balanced_weight(
         run_train, corpus_env, tmp_path):  # noqa: F811 (fixtures)
     """L(0) is the global batch's (all-reduced), so the weight is the same on any process count.
-    The two processes run compiled (torch.compile(DDP(model)), Inductor) against one eager
-    process: the same losses and weights to fp32 rounding; one graph and no recompile although
+    The two processes run compiled (torch.compile(DDP(model)); the backend aot_eager through
+    torch's own TORCH_COMPILE_OVERRIDE_BACKENDS: Dynamo traces, guards and breaks as with Inductor,
+    without a minute of C++ code generation in each process) against one eager process: the
+    same losses and weights to fp32 rounding; one graph and no recompile although
     the L(0) buffer changes after step 0; and no false "partly eager" alarm from DDP's own graph
     breaks, which lib/hardware.compile_counts leaves out (the model's frames: no fallback, no
     break)."""
@@ -227,7 +229,8 @@ def test_two_gloo_processes_match_one_with_the_balanced_weight(
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                           "train.py", *TINY_ARGS, f"--corpus={corpus}", *args, "--compile=true",
                           f"--out={tmp_path / 'two'}"], cwd=ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, DATA_DIR=str(data_dir), OMP_NUM_THREADS="1"),
+                         env=dict(os.environ, DATA_DIR=str(data_dir), OMP_NUM_THREADS="1",
+                                  TORCH_COMPILE_OVERRIDE_BACKENDS=">=0:aot_eager"),
                          timeout=300)
     assert two.returncode == 0, two.stderr
     assert "partly eager" not in two.stderr and "compiled: 1 graphs" in two.stdout
