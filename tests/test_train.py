@@ -354,18 +354,27 @@ def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_c
     assert r["compiled"] and r["recompiles_after_warmup"] == 0
 
 
-def test_every_step_has_one_shape_so_dynamo_traces_the_step_once(corpus_env, monkeypatch):
-    """The JEPA span and block lengths are drawn per step, but a batch's tensors have the same
-    shapes at every step (masks.jepa_masks pads to fixed widths): Dynamo with dynamic=False, which
-    recompiles on any new size, traces the hybrid loss once over steps whose target lengths
-    differ. (The masks once had the sizes of their step: one graph per size, or dynamic shapes.)"""
+@pytest.fixture
+def hybrid_batches(corpus_env, monkeypatch):
+    """(cfg, vocab_size, make): the tiny hybrid config on the synthetic corpus and
+    make(step, rank=0, world=1), train.make_batch of its rows."""
     corpus, data_dir = corpus_env
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     cfg, _, _ = train.resolve_config(TINY_ARGS + [f"--corpus={corpus}", "--mode=hybrid"], False)
     tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
     specials, vocab = data.special_ids(tok), tok.get_vocab_size()
     rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
-    batches = [train.make_batch(rows, s, cfg, specials, vocab) for s in range(6)]
+    return cfg, vocab, lambda step, rank=0, world=1: train.make_batch(
+        rows, step, cfg, specials, vocab, rank, world)
+
+
+def test_every_step_has_one_shape_so_dynamo_traces_the_step_once(hybrid_batches):
+    """The JEPA span and block lengths are drawn per step, but a batch's tensors have the same
+    shapes at every step (masks.jepa_masks pads to fixed widths): Dynamo with dynamic=False, which
+    recompiles on any new size, traces the hybrid loss once over steps whose target lengths
+    differ. (The masks once had the sizes of their step: one graph per size, or dynamic shapes.)"""
+    cfg, vocab, make = hybrid_batches
+    batches = [make(s) for s in range(6)]
     assert len({int(b["target_valid"][0].sum()) for b in batches}) > 1
     shapes = [{k: tuple(v.shape) for k, v in b.items()} for b in batches]
     assert all(s == shapes[0] for s in shapes)
@@ -420,17 +429,11 @@ def test_gpu_peak_table_takes_the_most_specific_name(name, peak):
     assert hardware.nvidia_peak(name) == peak
 
 
-def test_prefetched_batches_are_the_batches_of_their_steps(corpus_env, monkeypatch):
-    corpus, data_dir = corpus_env
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    cfg, _, _ = train.resolve_config(TINY_ARGS + [f"--corpus={corpus}", "--mode=hybrid"], False)
-    tok = data.load_tokenizer(cfg.tokenizer, cfg.corpus)
-    specials, vocab = data.special_ids(tok), tok.get_vocab_size()
-    rows = data.load_rows(cfg.corpus, cfg.tokenizer, cfg.seq_len, "train")
-    whole = {s: train.make_batch(rows, s, cfg, specials, vocab) for s in range(7, 13)}
+def test_prefetched_batches_are_the_batches_of_their_steps(hybrid_batches):
+    cfg, _, make = hybrid_batches
+    whole = {s: make(s) for s in range(7, 13)}
     for rank, world in ((0, 1), (0, 2), (1, 2)):  # a resume at step 7, one or two processes
-        pre = runs.Prefetcher(lambda s: train.make_batch(rows, s, cfg, specials, vocab, rank,
-                                                          world), 7, 13, pin=False)
+        pre = runs.Prefetcher(lambda s: make(s, rank, world), 7, 13, pin=False)
         share = cfg.batch_size // world
         for expected in range(7, 13):
             step, batch = pre.next()
