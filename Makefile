@@ -66,12 +66,13 @@ check-python:
 check-python-paper:
 	@$(CHECK_PY) tokenizers numpy scipy requests pytest matplotlib
 
-# The tests run with the paper extras (matplotlib), so the figure code runs in CI too.
+# The tests run with the paper extras (matplotlib), so the figure code runs in CI too; two pytest
+# processes at once, each test file in one (tools/run_tests.py; ARGS go to both).
 test: $(PAPER_READY)
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m tools.run_tests $(ARGS)
 
 faults: $(READY)
-	$(PY) -m pytest -q tests -m faults $(ARGS)
+	$(PY) -m tools.run_tests -m faults $(ARGS)
 
 pretrain: $(READY)
 	$(PY) train.py --mode=$(MODE) $(if $(PRESET),--preset=$(PRESET)) $(if $(CORPUS),--corpus=$(CORPUS)) $(ARGS)

@@ -349,7 +349,7 @@ def test_compiled_training_matches_eager_and_never_recompiles(run_train, light_c
     for a, b in zip(read_log(eager), read_log(compiled), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     bc = bench.BenchConfig(quick=True, compile="true", modes=("hybrid",), warmup=2, steps=3,
-                           repeats=2)  # mask sizes change every step: still no new graph
+                           repeats=2)  # span lengths change every step, shapes not: no new graph
     r = bench.bench_mode(bc, "hybrid", {})
     assert r["compiled"] and r["recompiles_after_warmup"] == 0
 
