@@ -137,6 +137,7 @@ class Run:
 
 def build_run(cfg: TrainConfig, vocab_size: int, rank: int = 0, world: int = 1) -> Run:
     device = hardware.pick_device(cfg)
+    hardware.keep_freed_memory(device)  # CPU: no fresh pages every step
     micro = cfg.micro_batch or cfg.batch_size // world
     accum = cfg.batch_size // (world * micro)
     if accum * world * micro != cfg.batch_size:

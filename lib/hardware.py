@@ -1,5 +1,6 @@
 """What a training process runs on, and how: its device, the device's peak FLOP/s (for MFU),
 deterministic kernels, and what torch.compile did. train.py and bench.py share these."""
+import ctypes
 import os
 import sys
 import time
@@ -62,6 +63,25 @@ def pick_device(cfg) -> torch.device:
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+def keep_freed_memory(device: torch.device) -> bool:
+    """On the CPU with glibc, keep the memory a step frees for the next step instead of handing
+    it back to the kernel. By default glibc serves blocks over 128 KiB-32 MiB with mmap and
+    returns freed heap above its trim threshold, so each tiny step's activations came back as
+    ~47,000 fresh zeroed pages (minor faults) in MLM and up to ~57,000 in the hybrid; with these
+    settings a warm step faults ~100 (docs/performance.md). The values only change where memory
+    comes from, never what is computed. False where it does not apply (a GPU, not glibc)."""
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl, say: its malloc has no mallopt settings
+        return False
+    # mallopt(3) parameters: M_MMAP_THRESHOLD (-3) at glibc's 64-bit maximum, M_TRIM_THRESHOLD
+    # (-1) and M_TOP_PAD (-2) so that a freed step is kept (RSS stays at the peak, not above it)
+    return all(libc.mallopt(param, value) == 1
+               for param, value in ((-3, 32 << 20), (-1, 1 << 30), (-2, 64 << 20)))
 
 
 def set_deterministic(cfg):
