@@ -67,8 +67,8 @@ def pick_device(cfg) -> torch.device:
 
 def keep_freed_memory(device: torch.device) -> bool:
     """On the CPU with glibc, keep the memory a step frees for the next step instead of handing
-    it back to the kernel. By default glibc serves blocks over 128 KiB-32 MiB with mmap and
-    returns freed heap above its trim threshold, so each tiny step's activations came back as
+    it back to the kernel. By default glibc maps blocks above an adaptive threshold (128 KiB to
+    32 MiB) with mmap and trims freed heap back, so each tiny step's activations came back as
     ~47,000 fresh zeroed pages (minor faults) in MLM and up to ~57,000 in the hybrid; with these
     settings a warm step faults ~100 (docs/performance.md). The values only change where memory
     comes from, never what is computed. False where it does not apply (a GPU, not glibc)."""
@@ -79,7 +79,7 @@ def keep_freed_memory(device: torch.device) -> bool:
     except OSError:  # musl, say: its malloc has no mallopt settings
         return False
     # mallopt(3) parameters: M_MMAP_THRESHOLD (-3) at glibc's 64-bit maximum, M_TRIM_THRESHOLD
-    # (-1) and M_TOP_PAD (-2) so that a freed step is kept (RSS stays at the peak, not above it)
+    # (-1) and M_TOP_PAD (-2) so that a freed step is kept (peak RSS measured +0-7%)
     return all(libc.mallopt(param, value) == 1
                for param, value in ((-3, 32 << 20), (-1, 1 << 30), (-2, 64 << 20)))
 

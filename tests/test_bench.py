@@ -129,7 +129,6 @@ def test_time_to_quality_curve_and_crossing(tmp_path, monkeypatch, capsys):
     assert not never["reached"] and never["seconds"] is None and never["note"] == "not reached"
 
 
-
 def test_the_cpu_keeps_freed_memory_and_a_gpu_is_left_alone():
     # What it changes (a warm compiled tiny step: ~47,000 minor faults -> ~100) is measured by
     # the bench, not asserted here: fault counts of one step vary with the allocator's history.

@@ -98,6 +98,15 @@ def test_the_exit_status_passes_only_when_every_shard_passed():
     assert combine([5, 5]) == 5 and combine([0, 1]) == 1 and combine([2, 1]) == 2
 
 
+def test_a_named_file_or_test_is_told_from_an_option_value(monkeypatch):
+    from tools.run_tests import names_tests
+    monkeypatch.chdir(ROOT)
+    assert names_tests(["tests/test_masks.py"]) and names_tests(["-x", "tests"])
+    assert names_tests(["tests/test_masks.py::test_x"])
+    assert not names_tests(["-k", "tools"]), "tools/ is a folder, but here a -k expression"
+    assert not names_tests(["-m", "faults", "--durations=0"])
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: make test runs one pytest")
 def test_make_test_runs_the_shards_and_a_named_test_runs_alone():
     one = "tests/test_masks.py::test_mlm_masks_a_fixed_count_of_non_special_positions"

@@ -50,10 +50,15 @@ def combine(codes: list[int]) -> int:
     return 0 if 0 in codes else NO_TESTS
 
 
+VALUED = ("-k", "-m", "-p", "-o", "-c", "-W", "--deselect", "--ignore", "--durations")
+
+
 def names_tests(args: list[str]) -> bool:
-    """Whether an argument is a test file or folder, or a test id (a path with ::)."""
-    return any(not a.startswith("-") and (Path(a.split("::")[0]).exists() or "::" in a)
-               for a in args)
+    """Whether an argument is a test file or folder, or a test id (a path with ::), not the
+    value of an option (`-k data`: data/ may be a folder)."""
+    return any(not a.startswith("-") and prev not in VALUED
+               and (Path(a.split("::")[0]).exists() or "::" in a)
+               for prev, a in zip(["", *args], args))
 
 
 def main(args: list[str]) -> int:
