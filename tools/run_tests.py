@@ -5,8 +5,8 @@
 conftest.py runs the tests' torch work on one thread, and many tests wait on the train.py
 processes they start, so one pytest keeps about one core of two busy; two of them halve the wall
 time (docs/commands.md has the numbers). The files go, slowest first, to the shard with the least
-expected time so far (SECONDS: each file's time in one sequential run; a file not listed counts
-DEFAULT_SECONDS). The first shard prints as it runs, the others when they end; each has its own
+expected time so far (`expected`: SECONDS, each file's time in one measured run; a file not
+listed counts DEFAULT_SECONDS). The first shard prints as it runs, the others when they end; each has its own
 temporary folder (pytest's --basetemp), kept when it fails. The exit status is 0 when every shard
 passed (one that selected no test, exit 5, passes if another ran tests), else the first failing
 shard's. Arguments go to every shard; an argument that names a file or a test
@@ -32,13 +32,18 @@ DEFAULT_SECONDS = 2
 NO_TESTS = 5  # pytest's exit status when a shard's files hold no selected test
 
 
+def expected(file: str) -> float:
+    """A test file's expected seconds."""
+    return SECONDS.get(Path(file).name, DEFAULT_SECONDS)
+
+
 def assign(files: list[str], shards: int) -> list[list[str]]:
     """The files split into shards of about equal expected time (greedy, slowest first)."""
     out, load = [[] for _ in range(shards)], [0.0] * shards
-    for f in sorted(files, key=lambda f: (-SECONDS.get(Path(f).name, DEFAULT_SECONDS), f)):
+    for f in sorted(files, key=lambda f: (-expected(f), f)):
         i = load.index(min(load))
         out[i].append(f)
-        load[i] += SECONDS.get(Path(f).name, DEFAULT_SECONDS)
+        load[i] += expected(f)
     return [sorted(s) for s in out if s]
 
 
@@ -63,10 +68,9 @@ def names_tests(args: list[str]) -> bool:
 
 def main(args: list[str]) -> int:
     pytest = [sys.executable, "-m", "pytest", "-q"]
-    shards = min(SHARDS, os.cpu_count() or 1)
-    if shards == 1 or names_tests(args):
-        return subprocess.call([*pytest, *(args if names_tests(args) else ["tests", *args])],
-                               cwd=ROOT)
+    shards, named = min(SHARDS, os.cpu_count() or 1), names_tests(args)
+    if shards == 1 or named:
+        return subprocess.call([*pytest, *(args if named else ["tests", *args])], cwd=ROOT)
     files = assign([str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").glob("test_*.py"))],
                    shards)
     start, procs = time.time(), []
